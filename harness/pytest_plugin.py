@@ -1,0 +1,209 @@
+"""pytest plugin that turns suite tests into conformance checks with evidence.
+
+A suite test is marked `@pytest.mark.check("suite.name", claim="...", required=True)` and uses the
+`check` fixture to record evidence and the runbook step it proves. Outcomes map to the report:
+pass -> passed, assertion -> failed, other exception -> error, `check.not_applicable(reason)` ->
+not-applicable. At the end of the session every result is written to `--checks-out` as JSON.
+The lab is described by the state file given with `--lab-state` (written by `stdb-conformance run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.model import Plan, SourceRef, Step
+from harness.results import CheckResult, Evidence, Outcome
+from harness.targets.base import CommandResult
+
+NOT_APPLICABLE_PREFIX = "not-applicable: "
+_RECORDER = pytest.StashKey["CheckRecorder"]()
+_RESULTS = pytest.StashKey[list]()
+
+
+class NotApplicable(pytest.skip.Exception):
+    """Raised by `check.not_applicable`: the check cannot be proven on this backend."""
+
+
+class CheckRecorder:
+    """Collects what a check observed; bound to one test item."""
+
+    def __init__(self, check_id: str, suite: str, claim: str, required: bool) -> None:
+        self.id = check_id
+        self.suite = suite
+        self.claim = claim
+        self.required = required
+        self.evidence: list[Evidence] = []
+        self.runbook_ref: dict[str, Any] = {}
+
+    def ref(self, where: Step | SourceRef | None) -> None:
+        """Tie this check to the runbook step (or source range) whose promise it proves."""
+        if where is None:
+            return
+        ref = where.ref if isinstance(where, Step) else where
+        self.runbook_ref = ref.to_dict()
+
+    def note(self, label: str, output: Any = "", *, command: str = "", status: Any = None,
+             host: str = "") -> None:
+        text = output if isinstance(output, str) else json.dumps(output, indent=1, default=str)
+        self.evidence.append(Evidence(label=label, command=command, output=text, status=status,
+                                      host=host))
+
+    def record(self, result: CommandResult, label: str = "") -> CommandResult:
+        output = result.stdout
+        if result.stderr.strip():
+            output = f"{output}\n[stderr]\n{result.stderr}" if output else f"[stderr]\n{result.stderr}"
+        self.evidence.append(Evidence(label=label or "command", command=result.command,
+                                      output=output.strip(), status=result.exit_status,
+                                      host=f"{result.user}@{result.host}" if result.host else result.user))
+        return result
+
+    def run(self, target: Any, command: str, *, user: str = "root", label: str = "",
+            timeout: float = 60.0) -> CommandResult:
+        return self.record(target.run(command, user=user, timeout=timeout), label)
+
+    def not_applicable(self, reason: str) -> None:
+        raise NotApplicable(NOT_APPLICABLE_PREFIX + reason)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stdb-conformance")
+    group.addoption("--lab-state", default=os.environ.get("STDB_LAB_STATE"),
+                    help="lab state JSON written by `stdb-conformance run`")
+    group.addoption("--checks-out", default=os.environ.get("STDB_CHECKS_OUT"),
+                    help="where to write the check results JSON")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "check(id, claim='', required=True): a conformance check")
+    config.stash[_RESULTS] = []
+
+
+def _check_marker(item: pytest.Item) -> tuple[str, str, bool] | None:
+    marker = item.get_closest_marker("check")
+    if marker is None:
+        return None
+    check_id = marker.args[0] if marker.args else marker.kwargs["id"]
+    return check_id, marker.kwargs.get("claim", ""), bool(marker.kwargs.get("required", True))
+
+
+def _suite_of(item: pytest.Item) -> str:
+    name = Path(str(item.fspath)).stem
+    return name.removeprefix("test_")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    found = _check_marker(item)
+    if found:
+        check_id, claim, required = found
+        item.stash[_RECORDER] = CheckRecorder(check_id, _suite_of(item), claim, required)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    report = yield
+    recorder = item.stash.get(_RECORDER, None)
+    if recorder is None:
+        return report
+    decided = call.when == "call" or (call.when == "setup" and report.outcome != "passed")
+    if not decided:
+        return report
+    outcome, message = _outcome(call)
+    item.config.stash[_RESULTS].append(CheckResult(
+        id=recorder.id, suite=recorder.suite, outcome=outcome, claim=recorder.claim,
+        required=recorder.required, runbook_ref=recorder.runbook_ref, evidence=recorder.evidence,
+        message=message, duration=call.duration,
+    ))
+    return report
+
+
+def _outcome(call: pytest.CallInfo) -> tuple[Outcome, str]:
+    if call.excinfo is None:
+        return Outcome.PASSED, ""
+    exc = call.excinfo.value
+    if isinstance(exc, pytest.skip.Exception):
+        text = str(exc.msg) if hasattr(exc, "msg") else str(exc)
+        if text.startswith(NOT_APPLICABLE_PREFIX):
+            return Outcome.NOT_APPLICABLE, text[len(NOT_APPLICABLE_PREFIX):]
+        return Outcome.ERROR, f"skipped without a not-applicable reason: {text}"
+    if isinstance(exc, AssertionError):
+        return Outcome.FAILED, _first_lines(str(exc) or "assertion failed")
+    return Outcome.ERROR, _first_lines(f"{type(exc).__name__}: {exc}")
+
+
+def _first_lines(text: str, limit: int = 12) -> str:
+    lines = text.strip().splitlines()
+    return "\n".join(lines[:limit]) + ("\n..." if len(lines) > limit else "")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = session.config.getoption("--checks-out")
+    results: list[CheckResult] = session.config.stash.get(_RESULTS, [])
+    if out:
+        Path(out).write_text(json.dumps([r.to_dict() for r in results], indent=2))
+
+
+# ---------------------------------------------------------------- fixtures for suites
+
+
+@pytest.fixture(scope="session")
+def run_state(pytestconfig: pytest.Config) -> dict[str, Any]:
+    path = pytestconfig.getoption("--lab-state")
+    if not path:
+        pytest.fail("no lab state: suites run inside `stdb-conformance run` (or pass --lab-state)")
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def plan(run_state: dict[str, Any]) -> Plan:
+    from harness.planner import build_plan
+
+    return build_plan(Path(run_state["runbook"]), run_state["profile"])
+
+
+@pytest.fixture(scope="session")
+def lab(run_state: dict[str, Any]) -> Any:
+    from harness.lab.lab import Lab
+
+    return Lab.from_state(run_state["lab"])
+
+
+@pytest.fixture(scope="session")
+def target(lab: Any) -> Any:
+    return lab.target
+
+
+@pytest.fixture(scope="session")
+def remote(lab: Any) -> Any:
+    """The remote client vantage point (never the target's loopback)."""
+    return lab.client
+
+
+@pytest.fixture(scope="session")
+def transcript(run_state: dict[str, Any]) -> list[dict[str, Any]]:
+    path = run_state.get("transcript")
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else []
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest) -> CheckRecorder:
+    recorder = request.node.stash.get(_RECORDER, None)
+    if recorder is None:
+        pytest.fail(f"{request.node.nodeid} uses `check` but has no @pytest.mark.check(...)")
+    return recorder
+
+
+def bounded_wait(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+    """Poll until predicate() is true or timeout; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,308 @@
+"""`stdb-conformance run`: plan -> lab -> apply -> suites -> reports, always writing a report.
+
+Phases are timed into the report. A failed or interrupted run still writes conformance.json and
+junit.xml, and the lab is torn down on success, failure, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.apply import ApplyResult, apply_plan
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_LAB, EXIT_PASS, KitError, LabError
+from harness.model import Plan
+from harness.planner import build_plan
+from harness.results import CheckResult
+from reports.contract import RunReport, write_reports
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = REPO_ROOT / "suites"
+SUITE_ORDER = ["service", "routes", "tls", "mounts", "backup_restore", "aws_backup", "upgrade", "findings"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    runbook: Path
+    profile: str = "default"
+    backend: str = "docker"
+    spacetimedb: str = "standin"  # standin | real
+    report_dir: Path = REPO_ROOT / "reports" / "out"
+    suites: list[str] = field(default_factory=list)  # empty = all present
+    keep_lab: bool = False
+    fail_on: str = "error"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an interrupt so cleanup runs."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, _frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class PhaseTimer:
+    def __init__(self, progress: Progress) -> None:
+        self.timings: dict[str, float] = {}
+        self.progress = progress
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.progress(f"== {name}")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run(options: RunOptions, progress: Progress) -> int:
+    """Run the whole conformance job. Returns the CI exit code."""
+    plan = build_plan(options.runbook, options.profile)  # usage errors surface before any lab work
+    run_id = secrets.token_hex(4)
+    timer = PhaseTimer(progress)
+    report = RunReport(run_id=run_id, backend=options.backend, runbook_path=plan.runbook_path,
+                       runbook_sha256=plan.runbook_sha256, profile=plan.profile, started=_now(),
+                       fail_on=options.fail_on,
+                       adaptations=[a.to_dict() for a in plan.adaptations],
+                       substitutions=_substitutions(plan),
+                       spacetimedb={"implementation": options.spacetimedb})
+    progress(f"run {run_id}: backend={options.backend} spacetimedb={options.spacetimedb} "
+             f"runbook={options.runbook} profile={plan.profile}")
+    workdir = Path(tempfile.mkdtemp(prefix=f"stdbc-{run_id}-run-"))
+    lab = None
+    try:
+        with _sigterm_as_interrupt():
+            lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
+            with timer.phase("apply"):
+                applied = apply_plan(plan, lab.target, progress=progress)
+            _record_apply(report, applied, workdir)
+            with timer.phase("facts"):
+                report.environment = _environment_facts(lab.target)
+                report.spacetimedb.update(_spacetimedb_facts(lab.target, options))
+            state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(),
+                     "runbook": str(options.runbook), "profile": options.profile,
+                     "spacetimedb": report.spacetimedb, "transcript": str(workdir / "transcript.json"),
+                     "workdir": str(workdir)}
+            state_path = workdir / "lab-state.json"
+            state_path.write_text(json.dumps(state, indent=2))
+            report.checks = _run_suites(options, state_path, workdir, timer, progress)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        progress("interrupted: writing the report and removing the lab")
+    except LabError as exc:
+        report.lab_error = exc.one_line()
+        progress(f"lab error: {report.lab_error}")
+    finally:
+        if lab is not None and not options.keep_lab:
+            with timer.phase("teardown"):
+                try:
+                    lab.down()
+                except Exception as exc:  # noqa: BLE001 - teardown must not hide the report
+                    progress(f"teardown problem: {exc}")
+        report.timings = timer.timings
+        report.finished = _now()
+        paths = write_reports(report, options.report_dir)
+        _copy_transcript(workdir, options.report_dir)
+        _remove_tree(workdir)
+        _print_summary(report, paths, progress)
+    if report.interrupted:
+        return 130
+    if report.lab_error:
+        return EXIT_LAB
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+
+
+def _substitutions(plan: Plan) -> list[dict[str, Any]]:
+    return [{"step": s.index, **sub.to_dict()} for s in plan.steps for sub in s.substitutions]
+
+
+def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseTimer,
+                  report: RunReport, progress: Progress) -> Any:
+    if options.backend != "docker":
+        raise LabError(f"backend {options.backend!r} is not available yet", hint="use --backend docker")
+    from harness.lab.image import ensure_base_image
+    from harness.lab.lab import Lab, LabOptions
+
+    with timer.phase("image"):
+        image = ensure_base_image(progress=progress)
+        report.environment["image"] = {"tag": image.tag, "key": image.key, "built": image.built}
+    release_dir = None
+    if options.spacetimedb == "standin":
+        from fixtures.spacetimedb_standin.release import build_release_tree
+
+        release_dir = workdir / "mirror"
+        with timer.phase("mirror"):
+            info = build_release_tree(release_dir)
+            report.spacetimedb["served_versions"] = info.get("versions", []) if isinstance(info, dict) else []
+    lab = Lab(run_id, LabOptions(mirror_dir=release_dir, image=image.tag))
+    with timer.phase("lab_up"):
+        try:
+            lab.up(progress=progress)
+        except BaseException:
+            lab.down()
+            raise
+    report.adaptations.extend(_lab_adaptations(lab))
+    return lab
+
+
+def _lab_adaptations(lab: Any) -> list[dict[str, Any]]:
+    found = []
+    for item in getattr(lab, "adaptations", []):
+        if isinstance(item, dict):
+            found.append(item)
+        elif isinstance(item, tuple | list):
+            found.append({"id": item[0], "summary": item[1], "detail": item[2] if len(item) > 2 else ""})
+        else:
+            found.append(item.to_dict())
+    return found
+
+
+def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> None:
+    transcript = applied.transcript()
+    (workdir / "transcript.json").write_text(json.dumps(transcript, indent=2))
+    report.findings.extend(applied.findings)
+    report.step_timings = [{"index": r["index"], "summary": r["summary"], "status": r["status"],
+                            "duration": r["duration"]} for r in transcript]
+    report.apply = {
+        "steps": len(transcript),
+        "ok": sum(r["status"] == "ok" for r in transcript),
+        "failed": sum(r["status"] == "failed" for r in transcript),
+        "skipped": sum(r["status"] == "skipped" for r in transcript),
+        "stopped_at": applied.stopped_at.index if applied.stopped_at else None,
+        "transcript": "transcript.json",
+    }
+    for record in applied.records:
+        for sub in record.resolved:
+            report.substitutions.append({"step": record.step.index, **sub.to_dict()})
+
+
+def _environment_facts(target: Any) -> dict[str, Any]:
+    probes = {
+        "os": ". /etc/os-release && echo \"$PRETTY_NAME\"",
+        "kernel": "uname -r",
+        "systemd": "systemctl --version | head -1",
+        "nginx": "nginx -v 2>&1",
+        "certbot": "certbot --version 2>&1",
+        "python3": "python3 --version",
+    }
+    facts: dict[str, Any] = {}
+    for name, command in probes.items():
+        res = target.run(command, timeout=30)
+        facts[name] = res.stdout.strip() if res.ok else None
+    return facts
+
+
+def _spacetimedb_facts(target: Any, options: RunOptions) -> dict[str, Any]:
+    facts: dict[str, Any] = {"install_url": "https://install.spacetimedb.com",
+                             "served_by": "lab mirror (stand-in)" if options.spacetimedb == "standin"
+                             else "real installer URL"}
+    res = target.run("curl -s --max-time 5 http://127.0.0.1:3000/v1/health", timeout=15)
+    if res.ok and res.stdout.strip().startswith("{"):
+        try:
+            facts["health"] = json.loads(res.stdout)
+        except json.JSONDecodeError:
+            pass
+    res = target.run("readlink /stdb/bin/current", timeout=15)
+    if res.ok:
+        facts["version"] = res.stdout.strip()
+    return facts
+
+
+def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: PhaseTimer,
+                progress: Progress) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for suite in _suite_files(options.suites):
+        out = workdir / f"checks-{suite.stem}.json"
+        name = suite.stem.removeprefix("test_")
+        with timer.phase(f"suite:{name}"):
+            cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
+                   "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
+                   "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT), "-o", "addopts="]
+            proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            (workdir / f"pytest-{name}.log").write_text(proc.stdout + proc.stderr)
+            if out.exists():
+                suite_results = [CheckResult.from_dict(d) for d in json.loads(out.read_text())]
+            else:
+                suite_results = []
+            if not suite_results and proc.returncode not in (0, 5):
+                raise LabError(f"suite {name} could not run (pytest exit {proc.returncode}): "
+                               f"{_last_line(proc.stdout + proc.stderr)}")
+            counts = _count(suite_results)
+            progress(f"   {name}: {counts}")
+            results.extend(suite_results)
+    return results
+
+
+def _suite_files(selected: list[str]) -> list[Path]:
+    present = {p.stem.removeprefix("test_"): p for p in SUITES_DIR.glob("test_*.py")}
+    unknown = [s for s in selected if s not in present]
+    if unknown:
+        raise KitError(f"unknown suite(s): {', '.join(unknown)}", hint=f"known: {', '.join(sorted(present))}")
+    names = selected or sorted(present, key=lambda n: (SUITE_ORDER.index(n) if n in SUITE_ORDER else 99, n))
+    return [present[n] for n in names]
+
+
+def _count(results: list[CheckResult]) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no checks"
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _copy_transcript(workdir: Path, report_dir: Path) -> None:
+    for name in ["transcript.json"] + [p.name for p in workdir.glob("pytest-*.log")]:
+        src = workdir / name
+        if src.exists():
+            report_dir.mkdir(parents=True, exist_ok=True)
+            (report_dir / name).write_text(src.read_text())
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _print_summary(report: RunReport, paths: dict[str, Path], progress: Progress) -> None:
+    counts = report.counts()
+    progress(f"verdict: {report.verdict().upper()}  ({', '.join(f'{v} {k}' for k, v in counts.items())}; "
+             f"{len(report.findings)} finding(s))")
+    for finding in report.findings:
+        progress(f"  finding [{finding.severity.value}] {finding.id}: {finding.summary}")
+    for check in report.checks:
+        if check.outcome.value in ("failed", "error"):
+            progress(f"  {check.outcome.value}: {check.id}: {check.message.splitlines()[0] if check.message else ''}")
+    progress(f"report: {paths['json']}  junit: {paths['junit']}")

@@ -1,0 +1,1 @@
+"""Targets: one interface over the hosts the runbook is applied to (docker | vm | ssh)."""

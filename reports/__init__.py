@@ -1,0 +1,1 @@
+"""Report building; `reports/out/` is the default output folder."""

@@ -1,0 +1,162 @@
+"""Suite `service`: the systemd service the runbook's Steps 1-2 promise.
+
+Promises checked: the unit is the runbook's, enabled and active; SpacetimeDB runs as the dedicated
+`spacetimedb` user; it listens on 127.0.0.1:3000 only; /stdb belongs to spacetimedb; Restart=always
+brings it back after its main process is killed; ping/health answer on loopback; `spacetime sql`
+works on the target. The restart check runs last because it kills the service's main process.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from harness.model import Plan, Step, StepKind
+from harness.pytest_plugin import CheckRecorder, bounded_wait
+
+UNIT_PATH = "/etc/systemd/system/spacetimedb.service"
+SERVICE = "spacetimedb"
+SERVICE_USER = "spacetimedb"
+ROOT_DIR = "/stdb"
+PORT = 3000
+
+
+def _step(plan: Plan, *, path: str | None = None, contains: str | None = None,
+          kind: StepKind | None = None) -> Step | None:
+    found = plan.find(kind=kind, path=path, contains=contains)
+    return found[0] if found else None
+
+
+def _main_pid(target, check: CheckRecorder) -> int:  # type: ignore[no-untyped-def]
+    res = check.run(target, f"systemctl show -p MainPID --value {SERVICE}", label="main pid")
+    try:
+        return int(res.stdout.strip() or 0)
+    except ValueError:
+        return 0
+
+
+@pytest.mark.check("service.unit-file-matches-runbook",
+                   claim="the installed unit file is exactly the one the runbook gives")
+def test_unit_file_matches_runbook(target, plan: Plan, check: CheckRecorder) -> None:
+    step = _step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH)
+    check.ref(step)
+    assert step is not None, f"the runbook has no file write for {UNIT_PATH}"
+    res = check.run(target, f"cat {UNIT_PATH}", label="installed unit file")
+    assert res.ok, f"{UNIT_PATH} is missing on the target"
+    expected = step.content.rstrip("\n")
+    installed = res.stdout.rstrip("\n")
+    check.note("runbook content", expected)
+    assert installed == expected, "installed unit differs from the runbook's"
+    res = check.run(target, f"systemctl cat {SERVICE} | head -1", label="unit systemd loaded")
+    assert UNIT_PATH in res.stdout, f"systemd does not load the unit from {UNIT_PATH}"
+
+
+@pytest.mark.check("service.unit-enabled", claim="the service starts at boot (enabled)")
+def test_unit_enabled(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, contains=f"systemctl enable {SERVICE}"))
+    res = check.run(target, f"systemctl is-enabled {SERVICE}", label="is-enabled")
+    assert res.stdout.strip() == "enabled", f"unit is {res.stdout.strip() or 'unknown'}, not enabled"
+    res = check.run(target, f"ls -l /etc/systemd/system/multi-user.target.wants/{SERVICE}.service",
+                    label="wanted by multi-user.target")
+    assert res.ok, "no multi-user.target.wants link"
+
+
+@pytest.mark.check("service.unit-active", claim="the service is running")
+def test_unit_active(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, contains=f"systemctl start {SERVICE}"))
+    res = check.run(target, f"systemctl is-active {SERVICE}", label="is-active")
+    check.run(target, f"systemctl status --no-pager -n 20 {SERVICE}", label="status")
+    assert res.stdout.strip() == "active", f"unit is {res.stdout.strip() or 'unknown'}, not active"
+
+
+@pytest.mark.check("service.runs-as-dedicated-user",
+                   claim="SpacetimeDB runs as the dedicated spacetimedb user, not root")
+def test_runs_as_dedicated_user(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, contains="useradd"))
+    pid = _main_pid(target, check)
+    assert pid > 0, "the service has no main process"
+    res = check.run(target, f"ps -o user=,pid=,args= --pid {pid} --ppid {pid}", label="process owner(s)")
+    users = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
+    assert users, f"no process found for main pid {pid}"
+    assert users == {SERVICE_USER}, f"service processes run as {sorted(users)}, expected {SERVICE_USER} only"
+
+
+_LISTEN = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s")
+
+
+@pytest.mark.check("service.listens-on-loopback-only",
+                   claim="the server listens on 127.0.0.1:3000 and on no other address for port 3000")
+def test_listens_on_loopback_only(target, remote, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
+    res = check.run(target, "ss -Hltn", label="listening TCP sockets")
+    addresses = []
+    for line in res.stdout.splitlines():
+        match = _LISTEN.match(line.strip())
+        if match and int(match.group(2)) == PORT:
+            addresses.append(match.group(1))
+    assert addresses, f"nothing listens on port {PORT}"
+    exposed = [a for a in addresses if a not in ("127.0.0.1",)]
+    assert not exposed, f"port {PORT} is also bound on {exposed} (expected 127.0.0.1 only)"
+    ip = target.address()
+    res = check.run(remote, f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{ip}:{PORT}/v1/ping",
+                    label="port 3000 from the remote client")
+    assert res.stdout.strip() in ("000", ""), f"port {PORT} answers from remote (HTTP {res.stdout.strip()})"
+
+
+@pytest.mark.check("service.root-dir-owned-by-service-user", claim="/stdb and its contents belong to spacetimedb")
+def test_root_dir_owned(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, contains=f"chown -R {SERVICE_USER}:{SERVICE_USER} {ROOT_DIR}"))
+    res = check.run(target, f"stat -c '%U:%G %a %n' {ROOT_DIR}", label="owner of /stdb")
+    assert res.ok, f"{ROOT_DIR} does not exist"
+    assert res.stdout.split()[0] == f"{SERVICE_USER}:{SERVICE_USER}", f"{ROOT_DIR} is owned by {res.stdout.split()[0]}"
+    res = check.run(target, f"find {ROOT_DIR} -xdev ! -user {SERVICE_USER} -printf '%u %p\\n' | head -20",
+                    label="files under /stdb not owned by spacetimedb")
+    assert not res.stdout.strip(), "some files under /stdb are not owned by spacetimedb"
+
+
+@pytest.mark.check("service.answers-on-loopback", claim="ping and health answer on 127.0.0.1:3000")
+def test_answers_on_loopback(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
+    res = check.run(target, f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{PORT}/v1/ping",
+                    label="GET /v1/ping")
+    assert res.stdout.strip() == "200", f"/v1/ping answered {res.stdout.strip() or 'nothing'}"
+    res = check.run(target, f"curl -s --max-time 5 http://127.0.0.1:{PORT}/v1/health", label="GET /v1/health")
+    assert res.ok and res.stdout.strip().startswith("{"), "/v1/health did not answer JSON"
+
+
+@pytest.mark.check("service.sql-from-target", claim="`spacetime sql` works from the target")
+def test_sql_from_target(target, plan: Plan, run_state, check: CheckRecorder) -> None:
+    check.ref(_step(plan, contains="spacetime sql") or _step(plan, contains="--root-dir /stdb --yes"))
+    from fixtures.conformance_db import ensure_probe_database
+
+    database = ensure_probe_database(target, run_state, check)
+    cli = f"sudo -u {SERVICE_USER} {ROOT_DIR}/spacetime --root-dir={ROOT_DIR}"
+    query = f"SELECT * FROM {database.table}"
+    res = check.run(target, f"{cli} sql {shlex.quote(database.name)} {shlex.quote(query)}",
+                    label="spacetime sql on the target")
+    assert res.ok, f"spacetime sql failed (exit {res.exit_status})"
+    assert database.marker in res.stdout, f"the row inserted by the kit ({database.marker}) is not in the output"
+
+
+@pytest.mark.check("service.restart-always",
+                   claim="Restart=always: systemd restarts the server when its main process dies")
+def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
+    before = _main_pid(target, check)
+    assert before > 0, "the service has no main process to kill"
+    check.run(target, f"kill -9 {before}", label="kill -9 the main process")
+
+    def restarted() -> bool:
+        res = target.run(f"systemctl show -p MainPID --value {SERVICE}; systemctl is-active {SERVICE}", timeout=15)
+        lines = res.stdout.split()
+        return len(lines) == 2 and lines[0] not in ("0", str(before)) and lines[1] == "active"
+
+    came_back = bounded_wait(restarted, timeout=30, interval=0.5)
+    after = _main_pid(target, check)
+    check.run(target, f"journalctl -u {SERVICE} --no-pager -n 15", label="journal after the kill")
+    assert came_back, f"systemd did not restart the service within 30 s (main pid before {before}, now {after})"
+    up = bounded_wait(lambda: target.run(f"curl -sf --max-time 2 http://127.0.0.1:{PORT}/v1/ping",
+                                         timeout=10).ok, timeout=30)
+    assert up, "the restarted server did not answer /v1/ping within 30 s"
