@@ -140,6 +140,25 @@ def test_sql_from_target(target, plan: Plan, run_state, check: CheckRecorder) ->
     assert database.marker in res.stdout, f"the row inserted by the kit ({database.marker}) is not in the output"
 
 
+@pytest.mark.check("service.serves-current-root-dir",
+                   claim="the running server works in the /stdb that is mounted now (not a directory a later "
+                         "mount hid), and the ExecStart binary exists there")
+def test_serves_current_root_dir(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
+    pid = _main_pid(target, check)
+    assert pid > 0, "the service has no main process"
+    probe = f"stat -L -c '%d:%i' /proc/{pid}/cwd {ROOT_DIR}; findmnt -n -o SOURCE,FSTYPE --target {ROOT_DIR}"
+    res = check.run(target, probe,
+                    label="device:inode of the server's working directory vs /stdb now, and what /stdb is")
+    lines = res.stdout.split("\n")
+    assert res.ok and len(lines) >= 2, "could not stat the server's working directory"
+    assert lines[0] == lines[1], (
+        f"the server's working directory ({lines[0]}) is not the current {ROOT_DIR} ({lines[1]}): a later step "
+        f"mounted something over {ROOT_DIR} while the server ran; its data and binary are hidden")
+    res = check.run(target, f"ls -l {ROOT_DIR}/spacetime; test -x {ROOT_DIR}/spacetime", label="ExecStart binary")
+    assert res.ok, f"{ROOT_DIR}/spacetime (the unit's ExecStart) is missing or not executable: a restart would fail"
+
+
 @pytest.mark.check("service.restart-always",
                    claim="Restart=always: systemd restarts the server when its main process dies")
 def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
