@@ -66,8 +66,13 @@ class ApplyResult:
         return [r.to_dict() for r in self.records]
 
 
+BeforeStep = Callable[[Step, Target], str | None]
+
+
 def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
-               progress: Progress = lambda _msg: None) -> ApplyResult:
+               progress: Progress = lambda _msg: None, before_step: BeforeStep | None = None) -> ApplyResult:
+    """Apply the plan's `phase` steps in order. `before_step` lets the lab make a declared adaptation
+    just before a step (e.g. certbot's config file); what it did is noted in that step's record."""
     steps = plan.runnable(phase)
     result = ApplyResult()
     for number, step in enumerate(steps, start=1):
@@ -77,7 +82,10 @@ def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
         label = f"[{number}/{len(steps)}] {_section_name(step)} | {step.summary()}"
         progress(f"{label} ...")
         started = time.monotonic()
+        adapted = before_step(step, target) if before_step is not None else None
         record = _apply_step(step, target, result.records)
+        if adapted:
+            record.note = f"adaptation before this step: {adapted}" + (f"; {record.note}" if record.note else "")
         record.duration = time.monotonic() - started
         result.records.append(record)
         progress(f"{label} ... {record.status} ({record.duration:.1f}s)")

@@ -50,8 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     from harness.lab.cleanup import clean
 
-    report = clean(all_runs=args.all, progress=_progress)
-    print(report.summary() if hasattr(report, "summary") else report)
+    removed = clean(all_runs=args.all, progress=_progress)
+    _progress(f"clean: removed {len(removed)} resource(s)")
     return 0
 
 

@@ -30,7 +30,7 @@ from reports.contract import RunReport, write_reports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = REPO_ROOT / "suites"
-SUITE_ORDER = ["service", "routes", "tls", "mounts", "backup_restore", "aws_backup", "upgrade", "findings"]
+SUITE_ORDER = ["routes", "tls", "aws_backup", "service", "mounts", "backup_restore", "upgrade", "operator", "findings"]
 
 Progress = Callable[[str], None]
 
@@ -95,13 +95,16 @@ def run(options: RunOptions, progress: Progress) -> int:
                        spacetimedb={"implementation": options.spacetimedb})
     progress(f"run {run_id}: backend={options.backend} spacetimedb={options.spacetimedb} "
              f"runbook={options.runbook} profile={plan.profile}")
+    from harness.lab import runs
+
+    runs.register(run_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"stdbc-{run_id}-run-"))
     lab = None
     try:
         with _sigterm_as_interrupt():
             lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
             with timer.phase("apply"):
-                applied = apply_plan(plan, lab.target, progress=progress)
+                applied = apply_plan(plan, lab.target, progress=progress, before_step=getattr(lab, "before_step", None))
             _record_apply(report, applied, workdir)
             with timer.phase("facts"):
                 report.environment = _environment_facts(lab.target)
@@ -131,6 +134,8 @@ def run(options: RunOptions, progress: Progress) -> int:
         paths = write_reports(report, options.report_dir)
         _copy_transcript(workdir, options.report_dir)
         _remove_tree(workdir)
+        if not options.keep_lab:
+            runs.unregister(run_id)
         _print_summary(report, paths, progress)
     if report.interrupted:
         return 130

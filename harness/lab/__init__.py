@@ -1,0 +1,1 @@
+"""The docker lab: base image, lab CA, artifact mirror, ACME CA (Pebble), remote client, target host."""

@@ -1,0 +1,350 @@
+"""One lab per run, on its own docker network, every resource labelled with the run id.
+
+Hosts (all from the base image):
+- target  (`stdb-target`, alias = the profile's domain): systemd as PID 1; the runbook is applied here.
+          The data volume is a loop device attached as /dev/nvme1n1.
+- client  the remote vantage point for route and TLS checks (never the target's loopback).
+- mirror  answers as https://install.spacetimedb.com with the lab CA (stand-in runs only).
+- acme    Pebble (ACME CA) + pebble-challtestsrv as its DNS, which answers every name with the target.
+
+Adaptations (declared in the report): the target trusts the lab CA system-wide; certbot's prompts are
+answered by /etc/letsencrypt/cli.ini pointing at Pebble; DNS for the domain and the install URL come
+from the lab; the EBS data volume is a loop device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError
+from harness.lab import runs
+from harness.lab.ca import LabCA
+from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_ROLE, LABEL_RUN, docker, require_engine
+from harness.targets.docker_target import DockerTarget
+
+Progress = Callable[[str], None]
+
+MIRROR_HOST = "install.spacetimedb.com"
+ACME_HOST = "acme.lab.test"
+TARGET_HOSTNAME = "stdb-target"
+DATA_DEVICE = "/dev/nvme1n1"
+DATA_SIZE_MB = 1024
+HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50}
+LAB_CA_ON_TARGET = "/usr/local/share/ca-certificates/stdb-conformance-lab-ca.crt"
+SYSTEMD_FLAGS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
+                 "--security-opt", "apparmor=unconfined", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                 "--tmpfs", "/run", "--tmpfs", "/run/lock", "-e", "container=docker", "--stop-signal", "SIGRTMIN+3"]
+
+
+@dataclass
+class LabOptions:
+    mirror_dir: Path | None = None  # stand-in release tree; None = the real install URL
+    image: str = ""
+    domain: str = "stdb.lab.test"
+    backend: str = "docker"
+    data_volume: bool = True
+    acme: bool = True
+
+
+@dataclass
+class Adaptation:
+    id: str
+    summary: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "summary": self.summary, "detail": self.detail}
+
+
+@dataclass
+class LabState:
+    run_id: str
+    network: str = ""
+    subnet: str = ""
+    workdir: str = ""
+    containers: dict[str, str] = field(default_factory=dict)  # role -> container name
+    ips: dict[str, str] = field(default_factory=dict)
+    loop_device: str = ""
+    domain: str = ""
+    acme_directory: str = ""
+    backend: str = "docker"
+    vm: dict[str, Any] = field(default_factory=dict)
+    certbot_configured: bool = False
+
+
+class Lab:
+    def __init__(self, run_id: str, options: LabOptions) -> None:
+        self.run_id = run_id
+        self.options = options
+        self.s = LabState(run_id=run_id, domain=options.domain, backend=options.backend)
+        self.adaptations: list[Adaptation] = []
+        self.ca: LabCA | None = None
+        self._vm: Any = None
+
+    # ---- re-attach from another process (the suites run in pytest subprocesses) -------------------
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Lab:
+        lab = cls(state["run_id"], LabOptions(domain=state.get("domain", ""), backend=state.get("backend", "docker")))
+        lab.s = LabState(**state)
+        return lab
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.s.__dict__)
+
+    @property
+    def domain(self) -> str:
+        return self.s.domain
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.s.workdir)
+
+    @property
+    def target(self) -> Any:
+        if self.s.backend == "vm":
+            if self._vm is None:
+                from harness.vm.lab_target import VmHandle
+
+                self._vm = VmHandle.from_state(self.s.vm)
+            return self._vm.target
+        return DockerTarget(self.s.containers["target"], TARGET_HOSTNAME, self.s.ips["target"])
+
+    @property
+    def client(self) -> DockerTarget:
+        return DockerTarget(self.s.containers["client"], "client", self.s.ips["client"])
+
+    def host(self, role: str) -> DockerTarget:
+        return DockerTarget(self.s.containers[role], role, self.s.ips[role])
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.workdir / "ca" / "lab-ca.crt"
+
+    def labels(self, role: str) -> list[str]:
+        return ["--label", f"{LABEL_RUN}={self.run_id}", "--label", f"{LABEL_PID}={os.getpid()}",
+                "--label", f"{LABEL_BOOT}={runs.host_boot_id()}", "--label", f"{LABEL_ROLE}={role}"]
+
+    # ---- up ----------------------------------------------------------------------------------------
+    def up(self, progress: Progress = print) -> None:
+        require_engine()
+        from harness.lab.cleanup import sweep_dead
+
+        swept = sweep_dead(progress=lambda _m: None)
+        if swept:
+            progress(f"removed leftovers of dead runs: {', '.join(swept)}")
+        runs.register(self.run_id)
+        self.s.workdir = tempfile.mkdtemp(prefix=f"stdbc-{self.run_id}-lab-")
+        self._network(progress)
+        self._certificates()
+        if self.options.data_volume and self.options.backend == "docker":
+            self._loop_device(progress)
+        if self.options.mirror_dir is not None:
+            self._mirror(progress)
+        if self.options.acme:
+            self._acme(progress)
+        self._client(progress)
+        if self.options.backend == "vm":
+            self._vm_target(progress)
+        else:
+            self._target(progress)
+        self._prepare_target(progress)
+
+    def _network(self, progress: Progress) -> None:
+        name = f"stdbc-{self.run_id}"
+        base = zlib.crc32(self.run_id.encode()) % 200
+        last = ""
+        for attempt in range(12):
+            octet = 20 + (base + attempt * 17) % 200
+            subnet = f"10.213.{octet}.0/24"
+            proc = docker("network", "create", "--driver", "bridge", "--subnet", subnet, "--gateway",
+                          f"10.213.{octet}.1", *self.labels("network")[:6], name, check=False, timeout=60)
+            if proc.returncode == 0:
+                self.s.network, self.s.subnet = name, subnet
+                prefix = subnet.rsplit(".", 1)[0]
+                self.s.ips = {role: f"{prefix}.{n}" for role, n in HOST_OCTETS.items()}
+                progress(f"lab network {name} ({subnet})")
+                return
+            last = proc.stderr.decode(errors="replace").strip()
+        raise LabError(f"could not create the lab network: {last}", hint="run: stdb-conformance clean")
+
+    def _certificates(self) -> None:
+        self.ca = LabCA(self.workdir / "ca", self.run_id)
+        self.ca.issue("mirror", [MIRROR_HOST], [self.s.ips["mirror"]])
+        self.ca.issue("acme", [ACME_HOST, f"stdbc-{self.run_id}-acme", "localhost"], [self.s.ips["acme"]])
+        os.chmod(self.workdir, 0o755)
+
+    def _loop_device(self, progress: Progress) -> None:
+        backing = self.workdir / "data-volume.img"
+        with open(backing, "wb") as handle:
+            handle.truncate(DATA_SIZE_MB * 1024 * 1024)
+        proc = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            raise LabError(f"cannot attach a loop device for the data volume: {proc.stderr.strip()}",
+                           hint="the docker backend needs root and loop devices (modprobe loop)")
+        self.s.loop_device = proc.stdout.strip()
+        progress(f"data volume: {DATA_SIZE_MB} MiB loop device {self.s.loop_device} -> {DATA_DEVICE} on the target")
+        self.adaptations.append(Adaptation(
+            "lab.data-volume", f"the EBS data volume is a {DATA_SIZE_MB} MiB loop device seen as {DATA_DEVICE}",
+            f"{self.s.loop_device} backed by {backing}"))
+
+    def _run_container(self, role: str, argv: list[str], progress: Progress) -> str:
+        name = f"stdbc-{self.run_id}-{role}"
+        docker("run", "-d", "--name", name, "--network", self.s.network, "--ip", self.s.ips[role],
+               *self.labels(role), *argv, timeout=120, what=f"start the {role} container")
+        self.s.containers[role] = name
+        return name
+
+    def _mirror(self, progress: Progress) -> None:
+        assert self.options.mirror_dir is not None
+        script = Path(__file__).with_name("mirror_server.py")
+        self._run_container("mirror", [
+            "--network-alias", MIRROR_HOST, "--hostname", "mirror",
+            "-v", f"{self.options.mirror_dir}:/srv/mirror:ro", "-v", f"{script}:/lab/mirror_server.py:ro",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", self.options.image,
+            "python3", "/lab/mirror_server.py", "/srv/mirror", "/lab/ca/mirror.crt", "/lab/ca/mirror.key", "443"],
+            progress)
+        progress(f"mirror: https://{MIRROR_HOST} -> {self.s.ips['mirror']} (stand-in release tree)")
+        self.adaptations.append(Adaptation(
+            "lab.install-mirror", f"https://{MIRROR_HOST} is answered inside the lab by the artifact mirror",
+            "served over HTTPS with a certificate from the lab CA; the runbook's curl | sh runs unmodified"))
+
+    def _acme(self, progress: Progress) -> None:
+        for tool in ("pebble", "pebble-challtestsrv"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is not installed on this machine",
+                               hint="run: bash scripts/bootstrap.sh (installs the pebble package)")
+        config = {"pebble": {"listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
+                             "certificate": "/lab/ca/acme.crt", "privateKey": "/lab/ca/acme.key",
+                             "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+                             "externalAccountBindingRequired": False}}
+        (self.workdir / "pebble-config.json").write_text(json.dumps(config, indent=2))
+        target_ip = self.s.ips["target"]
+        script = (f"pebble-challtestsrv -defaultIPv4 {target_ip} -defaultIPv6 '' -dns01 127.0.0.1:8053 "
+                  f"-http01 '' -https01 '' -tlsalpn01 '' -management 127.0.0.1:8055 "
+                  f"> /tmp/challtestsrv.log 2>&1 & "
+                  f"exec pebble -config /lab/pebble-config.json -dnsserver 127.0.0.1:8053")
+        self._run_container("acme", [
+            "--network-alias", ACME_HOST, "--hostname", "acme",
+            "-e", "PEBBLE_VA_NOSLEEP=1", "-e", "PEBBLE_WFE_NONCEREJECT=0", "-e", "PEBBLE_AUTHZREUSE=100",
+            "-v", f"{shutil.which('pebble')}:/usr/local/bin/pebble:ro",
+            "-v", f"{shutil.which('pebble-challtestsrv')}:/usr/local/bin/pebble-challtestsrv:ro",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{self.workdir / 'pebble-config.json'}:"
+            "/lab/pebble-config.json:ro", self.options.image, "sh", "-c", script], progress)
+        self.s.acme_directory = f"https://{ACME_HOST}:14000/dir"
+        progress(f"ACME CA: Pebble at {self.s.acme_directory}; its DNS answers every name with {target_ip}")
+        self.adaptations.append(Adaptation(
+            "lab.acme-ca", f"Let's Encrypt is replaced by Pebble at {self.s.acme_directory}",
+            f"Pebble resolves every name (the domain {self.domain} included) to the target {target_ip}"))
+
+    def _client(self, progress: Progress) -> None:
+        self._run_container("client", [
+            "--hostname", "client", "--add-host", f"{self.domain}:{self.s.ips['target']}",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", self.options.image, "sleep", "infinity"], progress)
+
+    def _target(self, progress: Progress) -> None:
+        argv = ["--hostname", TARGET_HOSTNAME, "--network-alias", self.domain, *SYSTEMD_FLAGS]
+        if self.s.loop_device:
+            argv += ["--device", f"{self.s.loop_device}:{DATA_DEVICE}"]
+        self._run_container("target", [*argv, self.options.image, "/lib/systemd/systemd"], progress)
+        target = self.target
+        state = target.wait_running(timeout=90)
+        progress(f"target {self.s.containers['target']} ({self.s.ips['target']}, {self.domain}): systemd {state}")
+
+    def _vm_target(self, progress: Progress) -> None:
+        from harness.lab.docker import docker_text
+        from harness.vm.lab_target import start_vm_target
+
+        network_id = docker_text("network", "inspect", "-f", "{{.Id}}", self.s.network)
+        hosts = {self.domain: self.s.ips["target"], TARGET_HOSTNAME: self.s.ips["target"]}
+        if "mirror" in self.s.containers:
+            hosts[MIRROR_HOST] = self.s.ips["mirror"]
+        if "acme" in self.s.containers:
+            hosts[ACME_HOST] = self.s.ips["acme"]
+        self._vm = start_vm_target(
+            run_id=self.run_id, workdir=self.workdir, bridge=f"br-{network_id[:12]}", ip=self.s.ips["target"],
+            prefix=24, gateway=self.s.subnet.rsplit(".", 1)[0] + ".1", hostname=TARGET_HOSTNAME, hosts=hosts,
+            nameservers=_host_nameservers(), ca_pem=self.ca_cert_path.read_bytes(), files={}, progress=progress)
+        self.s.vm = self._vm.state()
+
+    def _prepare_target(self, progress: Progress) -> None:
+        """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini."""
+        target = self.target
+        target.write_file(LAB_CA_ON_TARGET, self.ca_cert_path.read_bytes())
+        res = target.run("update-ca-certificates", timeout=60)
+        if not res.ok:
+            raise LabError(f"cannot install the lab CA on the target: {res.stderr.strip()[-200:]}")
+        self.adaptations.append(Adaptation(
+            "lab.trust-lab-ca", "the target trusts the lab CA system-wide",
+            f"{LAB_CA_ON_TARGET} + update-ca-certificates (mirror and Pebble API certificates chain to it)"))
+        if self.options.acme:
+            self.adaptations.append(Adaptation(
+                "lab.certbot-cli-ini", "certbot's questions are answered by /etc/letsencrypt/cli.ini",
+                f"written just before the first certbot command (after the runbook installed certbot, so the "
+                f"package's own conffile is kept): {'; '.join(self.certbot_settings())}"))
+        progress("target prepared: lab CA trusted")
+
+    def certbot_settings(self) -> list[str]:
+        return [f"server = {self.s.acme_directory}", "agree-tos = true", "register-unsafely-without-email = true",
+                "non-interactive = true", "no-eff-email = true"]
+
+    def before_step(self, step: Any, target: Any) -> str | None:
+        """Declared adaptation right before the runbook first runs certbot itself: add the lab's answers to
+        certbot's own config file (appended, the package's lines are kept)."""
+        command = getattr(step, "command", "") or ""
+        if not self.s.acme_directory or self.s.certbot_configured:
+            return None
+        if not re.search(r"(^|[;&|]\s*|sudo\s+)certbot\b", command) or re.search(r"\bapt(-get)?\b", command):
+            return None
+        block = "\n# stdb-conformance lab adaptation: answer certbot's questions, use the lab's ACME CA\n"
+        block += "\n".join(self.certbot_settings()) + "\n"
+        res = target.run(f"mkdir -p /etc/letsencrypt && printf '%s' {shlex.quote(block)} >> /etc/letsencrypt/cli.ini",
+                         timeout=30)
+        if not res.ok:
+            raise LabError(f"cannot write /etc/letsencrypt/cli.ini on the target: {res.stderr.strip()[-200:]}")
+        self.s.certbot_configured = True
+        return "appended the lab's ACME settings to /etc/letsencrypt/cli.ini: " + "; ".join(self.certbot_settings())
+
+    # ---- down --------------------------------------------------------------------------------------
+    def down(self) -> None:
+        """Remove everything this lab created. Idempotent; never raises for already-gone resources."""
+        if self.s.backend == "vm" and (self._vm is not None or self.s.vm):
+            try:
+                if self._vm is None:
+                    from harness.vm.lab_target import VmHandle
+
+                    self._vm = VmHandle.from_state(self.s.vm)
+                self._vm.down()
+            except Exception:  # noqa: BLE001 - the sweep below still runs
+                pass
+        names = list(self.s.containers.values())
+        found = docker("ps", "-aq", "--filter", f"label={LABEL_RUN}={self.run_id}", check=False, timeout=30)
+        names += found.stdout.decode().split()
+        if names:
+            docker("rm", "-f", "-v", *sorted(set(names)), check=False, timeout=120)
+        if self.s.network:
+            docker("network", "rm", self.s.network, check=False, timeout=60)
+        if self.s.loop_device:
+            subprocess.run(["losetup", "-d", self.s.loop_device], capture_output=True, timeout=30)
+        if self.s.workdir:
+            shutil.rmtree(self.s.workdir, ignore_errors=True)
+        runs.unregister(self.run_id)
+
+
+def _host_nameservers() -> list[str]:
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines if line.startswith("nameserver") and len(line.split()) > 1]

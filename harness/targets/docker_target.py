@@ -1,0 +1,97 @@
+"""The `docker` backend of the Target interface: a systemd container driven with `docker exec`."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from typing import Any
+
+from harness.errors import LabError
+from harness.lab.docker import docker
+from harness.targets.base import CommandResult, wait_until
+
+# Run in the user's HOME (as an ssh login would), then hand the command to `bash -c` unchanged.
+_IN_HOME = 'cd "$HOME" 2>/dev/null || cd /; exec bash -c "$0"'
+
+
+class DockerTarget:
+    """A lab container reached with `docker exec` (no ssh needed; the command is the runbook's own)."""
+
+    backend = "docker"
+
+    def __init__(self, container: str, hostname: str, ip: str) -> None:
+        self.name = container
+        self.hostname = hostname
+        self.ip = ip
+
+    def run(self, command: str, *, user: str = "root", timeout: float = 600.0,
+            stdin: bytes | None = None, env: dict[str, str] | None = None) -> CommandResult:
+        argv = ["docker", "exec", *(["-i"] if stdin is not None else []), "-u", user]
+        home = "/root" if user == "root" else f"/home/{user}"
+        argv += ["-e", f"HOME={home}", "-e", f"USER={user}", "-e", f"LOGNAME={user}"]
+        for key, value in (env or {}).items():
+            argv += ["-e", f"{key}={value}"]
+        argv += [self.name, "bash", "-c", _IN_HOME, command]
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(argv, input=stdin if stdin is not None else None, capture_output=True,
+                                  timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
+            status, out, err, timed_out = proc.returncode, proc.stdout, proc.stderr, False
+        except subprocess.TimeoutExpired as exc:
+            status, out, err, timed_out = 124, exc.stdout or b"", exc.stderr or b"", True
+        return CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
+                             stderr=err.decode(errors="replace"), duration=time.monotonic() - started,
+                             user=user, host=self.hostname, timed_out=timed_out)
+
+    def read_file(self, path: str) -> bytes:
+        proc = subprocess.run(["docker", "exec", self.name, "cat", "--", path], capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip()
+            if "No such file" in message:
+                raise FileNotFoundError(path)
+            raise LabError(f"{self.name}: cannot read {path}: {message}")
+        return proc.stdout
+
+    def write_file(self, path: str, content: bytes, *, mode: int = 0o644, owner: str = "root") -> None:
+        script = (f"mkdir -p -- \"$(dirname -- {shlex.quote(path)})\" && cat > {shlex.quote(path)} && "
+                  f"chmod {mode:o} {shlex.quote(path)} && chown {shlex.quote(owner)} {shlex.quote(path)}")
+        proc = subprocess.run(["docker", "exec", "-i", self.name, "sh", "-c", script], input=content,
+                              capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            raise LabError(f"{self.name}: cannot write {path}: {proc.stderr.decode(errors='replace').strip()}")
+
+    def address(self) -> str:
+        return self.ip
+
+    def boot_id(self) -> str:
+        """The kernel's boot id. A container shares the host kernel, so this does not change on restart."""
+        return self.read_file("/proc/sys/kernel/random/boot_id").decode().strip()
+
+    def reboot(self, timeout: float = 300.0) -> None:
+        """Restart the container (not a kernel reboot: the boot id stays the host's)."""
+        docker("restart", "-t", "20", self.name, timeout=timeout, what="restart the target")
+        self.wait_running(timeout)
+
+    def wait_running(self, timeout: float = 90.0) -> str:
+        state = {"value": ""}
+
+        def settled() -> bool:
+            res = self.run("systemctl is-system-running", timeout=15)
+            state["value"] = res.stdout.strip()
+            return state["value"] in ("running", "degraded")
+
+        try:
+            wait_until(settled, timeout=timeout, interval=0.5, what=f"systemd in {self.name}")
+        except TimeoutError as exc:
+            raise LabError(f"{self.name}: systemd did not finish booting within {timeout:.0f}s "
+                           f"(state: {state['value'] or 'unknown'})") from exc
+        return state["value"]
+
+    def testinfra_host(self) -> Any:
+        import testinfra
+
+        return testinfra.get_host(f"docker://root@{self.name}")
+
+    def to_state(self) -> dict[str, str]:
+        return {"backend": "docker", "container": self.name, "hostname": self.hostname, "ip": self.ip}
