@@ -22,7 +22,24 @@ def _runbook_path(value: str | None) -> Path:
     return path
 
 
+_pending = {"line": ""}
+
+
 def _progress(message: str) -> None:
+    """Progress on stderr. On a terminal a step's "..." line is rewritten in place by its outcome (a live
+    progress line); in logs (CI) every line is kept."""
+    live = sys.stderr.isatty()
+    if live and _pending["line"]:
+        if message.startswith(_pending["line"]):
+            print("\r\033[K" + message, file=sys.stderr, flush=True)
+            _pending["line"] = ""
+            return
+        print(file=sys.stderr)
+        _pending["line"] = ""
+    if live and message.endswith(" ..."):
+        print(message, end="", file=sys.stderr, flush=True)
+        _pending["line"] = message[:-4]
+        return
     print(message, file=sys.stderr, flush=True)
 
 

@@ -14,7 +14,8 @@ if [ "$(id -u)" != 0 ]; then
   SUDO="sudo"
 fi
 
-packages=(docker.io debootstrap e2fsprogs util-linux iproute2 curl ca-certificates python3-venv zstd)
+packages=(docker.io debootstrap e2fsprogs util-linux iproute2 curl ca-certificates python3-venv zstd pebble
+          qemu-system-x86 qemu-utils openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
