@@ -115,12 +115,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     if not decided:
         return report
     outcome, message = _outcome(call)
+    if outcome in (Outcome.FAILED, Outcome.ERROR):
+        recorder.evidence.extend(_diagnostics(item.config, recorder.suite))
     item.config.stash[_RESULTS].append(CheckResult(
         id=recorder.id, suite=recorder.suite, outcome=outcome, claim=recorder.claim,
         required=recorder.required, runbook_ref=recorder.runbook_ref, evidence=recorder.evidence,
         message=message, duration=call.duration,
     ))
     return report
+
+
+_DIAG_CONTEXT = pytest.StashKey[tuple[Any, Any]]()
+
+
+def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
+    """The runbook's troubleshooting output for a failed check (never fails the report itself)."""
+    path = config.getoption("--lab-state")
+    if not path:
+        return []
+    try:
+        if _DIAG_CONTEXT not in config.stash:
+            from harness.lab.lab import Lab
+            from harness.planner import build_plan
+
+            state = json.loads(Path(path).read_text())
+            config.stash[_DIAG_CONTEXT] = (build_plan(Path(state["runbook"]), state["profile"]),
+                                           Lab.from_state(state["lab"]).target)
+        from harness.diagnostics import gather
+
+        plan, target = config.stash[_DIAG_CONTEXT]
+        return gather(plan, suite, target)
+    except Exception as exc:  # noqa: BLE001 - diagnostics are best effort
+        return [Evidence(label="troubleshooting could not run", command="", output=str(exc), status=None,
+                         host="")]
 
 
 def _outcome(call: pytest.CallInfo) -> tuple[Outcome, str]:

@@ -65,3 +65,17 @@ def test_service_mutant_turns_named_check_red(runbook_path: Path, tmp_path: Path
     failed = next(c for c in report["checks"] if c["id"] == red_check)
     assert failed["evidence"], "a failed check must carry evidence"
     assert not leftovers(report["run_id"])
+
+
+def test_broken_service_carries_the_runbooks_troubleshooting_output(runbook_path: Path, tmp_path: Path) -> None:
+    mutant = tmp_path / "mutant-exec-missing.md"
+    mutant.write_text(runbook_path.read_text().replace("ExecStart=/stdb/spacetime ", "ExecStart=/stdb/spacetimex ", 1))
+    code, report = _run(mutant, tmp_path / "out")
+    active = next(c for c in report["checks"] if c["id"] == "service.unit-active")
+    assert active["outcome"] == "failed"
+    journal = [e for e in active["evidence"] if e["label"].startswith("troubleshooting (runbook's own)")
+               and "journalctl -u spacetimedb" in e["command"]]
+    assert journal, [e["label"] for e in active["evidence"]]
+    assert "203/EXEC" in journal[0]["output"], journal[0]["output"]  # systemd could not exec the binary
+    assert any("suggestion" in e["label"] and "chmod" in e["command"] for e in active["evidence"])
+    assert not leftovers(report["run_id"])

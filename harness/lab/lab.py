@@ -41,6 +41,7 @@ TARGET_HOSTNAME = "stdb-target"
 DATA_DEVICE = "/dev/nvme1n1"
 DATA_SIZE_MB = 1024
 HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50}
+OPERATOR_PROJECT = "/home/ubuntu/spacetime-module"
 LAB_CA_ON_TARGET = "/usr/local/share/ca-certificates/stdb-conformance-lab-ca.crt"
 SYSTEMD_FLAGS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
                  "--security-opt", "apparmor=unconfined", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -55,6 +56,7 @@ class LabOptions:
     backend: str = "docker"
     data_volume: bool = True
     acme: bool = True
+    operator: bool = True
 
 
 @dataclass
@@ -154,11 +156,15 @@ class Lab:
         if self.options.acme:
             self._acme(progress)
         self._client(progress)
+        if self.options.operator:
+            self._operator_host(progress)
         if self.options.backend == "vm":
             self._vm_target(progress)
         else:
             self._target(progress)
         self._prepare_target(progress)
+        if self.options.operator:
+            self._prepare_operator(progress)
 
     def _network(self, progress: Progress) -> None:
         name = f"stdbc-{self.run_id}"
@@ -252,6 +258,66 @@ class Lab:
         self._run_container("client", [
             "--hostname", "client", "--add-host", f"{self.domain}:{self.s.ips['target']}",
             "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", self.options.image, "sleep", "infinity"], progress)
+
+    def _operator_host(self, progress: Progress) -> None:
+        """The operator's own machine (Step 5 "on your local machine"): a separate lab host."""
+        agents = Path(__file__).resolve().parent.parent / "agents"
+        self._run_container("operator", [
+            "--hostname", "operator", "--add-host", f"{self.domain}:{self.s.ips['target']}",
+            "--add-host", f"{TARGET_HOSTNAME}:{self.s.ips['target']}",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro",
+            self.options.image, "sleep", "infinity"], progress)
+
+    def _prepare_operator(self, progress: Progress) -> None:
+        """Declared adaptations on the operator machine: the CLI of the implementation under test installed
+        with the official install command, an ssh key the target's `ubuntu` user accepts, the module project
+        to build, and trust in the lab's certificates (lab CA; Pebble's issuing root is added after certbot)."""
+        operator = self.host("operator")
+        operator.write_file(LAB_CA_ON_TARGET, self.ca_cert_path.read_bytes())
+        operator.run("update-ca-certificates", timeout=60)
+        install = operator.run("curl -sSf https://install.spacetimedb.com | sh -s -- --yes", user="ubuntu",
+                               timeout=300)
+        progress(f"operator: spacetime CLI install exit {install.exit_status}")
+        module = Path(__file__).resolve().parents[2] / "fixtures" / "operator_module"
+        docker("cp", f"{module}/.", f"{self.s.containers['operator']}:{OPERATOR_PROJECT}", timeout=60)
+        operator.run(f"chown -R ubuntu:ubuntu {OPERATOR_PROJECT}", timeout=30)
+        key = operator.run("mkdir -p ~/.ssh && chmod 700 ~/.ssh && ssh-keygen -q -t ed25519 -N '' "
+                           "-f ~/.ssh/id_ed25519 -C stdb-conformance-operator && "
+                           "printf 'Host *\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  ConnectTimeout 10\n'"
+                           " > ~/.ssh/config && cat ~/.ssh/id_ed25519.pub", user="ubuntu", timeout=60)
+        if not key.ok:
+            raise LabError(f"operator: cannot make an ssh key: {key.stderr.strip()[-200:]}")
+        target = self.target
+        target.run("install -d -m 700 -o ubuntu -g ubuntu /home/ubuntu/.ssh", timeout=30)
+        target.run(f"printf '%s\n' {shlex.quote(key.stdout.strip())} >> /home/ubuntu/.ssh/authorized_keys && "
+                   "chown ubuntu:ubuntu /home/ubuntu/.ssh/authorized_keys && "
+                   "chmod 600 /home/ubuntu/.ssh/authorized_keys", timeout=30)
+        self.adaptations.append(Adaptation(
+            "lab.operator-machine", "Step 5's \"local machine\" is a separate lab host (operator)",
+            f"CLI installed there with `curl -sSf https://install.spacetimedb.com | sh -s -- --yes` as ubuntu "
+            f"(exit {install.exit_status}); commands run as ubuntu in {OPERATOR_PROJECT} with ~/.local/bin on PATH "
+            f"(as a login shell has it); the module project is fixtures/operator_module"))
+        self.adaptations.append(Adaptation(
+            "lab.operator-ssh-key", "the operator's ssh key is in the target's /home/ubuntu/.ssh/authorized_keys",
+            "ed25519 key made per run; ssh config: StrictHostKeyChecking accept-new, BatchMode yes"))
+        progress("operator machine prepared: CLI, ssh key, module project")
+
+    def operator_env(self) -> dict[str, str]:
+        return {"PATH": "/home/ubuntu/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def trust_acme_root_on(self, role: str) -> str:
+        """Add the running Pebble's issuing root to a lab host's trust store (certificates it issued then
+        validate there). Returns the PEM (empty when Pebble is not part of the lab)."""
+        if "acme" not in self.s.containers:
+            return ""
+        host = self.host(role)
+        res = host.run(f"curl -sSf --max-time 10 --cacert /lab/ca/lab-ca.crt https://{ACME_HOST}:15000/roots/0",
+                       timeout=30)
+        if not res.ok or "BEGIN CERTIFICATE" not in res.stdout:
+            raise LabError(f"cannot fetch Pebble's root from the {role} host: {res.stderr.strip()[-200:]}")
+        host.write_file("/usr/local/share/ca-certificates/stdb-conformance-acme-root.crt", res.stdout.encode())
+        host.run("update-ca-certificates", timeout=60)
+        return res.stdout
 
     def _target(self, progress: Progress) -> None:
         argv = ["--hostname", TARGET_HOSTNAME, "--network-alias", self.domain, *SYSTEMD_FLAGS]

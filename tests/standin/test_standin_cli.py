@@ -90,3 +90,19 @@ def test_call_reducer_failure_exits_1_with_response_text(cli_server: StandinServ
     _spacetime(cli_server, "publish", "-s", "lab", "--bin-path", str(EXAMPLE), "clidb")
     result = _spacetime(cli_server, "call", "-s", "lab", "clidb", "refuse", "nope")
     assert result.returncode == 1 and "Error: Response text: refused: nope" in result.stderr
+
+
+def test_build_writes_the_module_where_the_real_build_does(cli_server: StandinServer, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "fixtures/operator_module", project)
+    proc = subprocess.run([str(cli_server.root / "spacetime"), f"--root-dir={cli_server.root}", "build"],
+                          cwd=project, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    built = project / "target/wasm32-unknown-unknown/release/spacetime_module.wasm"
+    assert built.read_bytes().startswith(b"\0asm")
+    published = _spacetime(cli_server, "publish", "-s", "lab", "-y", "--bin-path", str(built), "builtdb")
+    assert published.returncode == 0, published.stderr
+    (project / "stdb-standin-module.json").unlink()
+    proc = subprocess.run([str(cli_server.root / "spacetime"), f"--root-dir={cli_server.root}", "build"],
+                          cwd=project, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "cannot compile Rust" in proc.stderr

@@ -1,0 +1,84 @@
+"""Troubleshooting as diagnostics: when a check fails, run the runbook's own troubleshooting commands that fit
+the failure, read-only, on the target, and attach their output to the failed check's evidence.
+
+Which troubleshooting subsection fits is read from its heading's words (service / nginx / certificate...),
+not from this runbook's exact titles. A command runs only when every command of its pipeline is a read-only
+one; anything that changes the host ("add the executable permission": chmod) is attached as a suggestion
+and not run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from harness.model import Plan, Step, StepKind
+from harness.results import Evidence
+
+# suite -> words of a troubleshooting heading that make it fit that suite's failures
+TOPICS: dict[str, tuple[str, ...]] = {
+    "service": ("service", "spacetimedb"),
+    "operator": ("service", "spacetimedb", "nginx"),
+    "routes": ("nginx", "proxy"),
+    "tls": ("certificate", "renewal", "encrypt", "certbot", "ssl", "tls"),
+    "mounts": ("service", "spacetimedb", "mount", "volume"),
+}
+# verbs (after sudo / sudo -u USER) that only read
+READ_ONLY = {"journalctl", "ls", "cat", "tail", "head", "grep", "stat", "df", "findmnt", "ss", "ps", "id",
+             "systemctl status", "nginx -t", "certbot renew --dry-run", "certbot certificates", "ufw status",
+             "lsblk", "blkid", "mount"}
+TIMEOUT = 90.0
+
+
+def fitting_steps(plan: Plan, suite: str) -> list[Step]:
+    words = TOPICS.get(suite, ())
+    found = []
+    for step in plan.steps:
+        if step.phase != "diagnostics" or step.kind is not StepKind.SHELL:
+            continue
+        heading = (step.ref.section[-1] if step.ref.section else "").lower()
+        if any(re.search(rf"\b{re.escape(w)}", heading) for w in words):
+            found.append(step)
+    return found
+
+
+def _verb(segment: str) -> str:
+    try:
+        words = shlex.split(segment)
+    except ValueError:
+        return ""
+    while words and words[0] == "sudo":
+        words = words[1:]
+        while words and words[0].startswith("-"):
+            takes_value = words[0] in ("-u", "-g")
+            words = words[2:] if takes_value else words[1:]
+    return " ".join(words)
+
+
+def is_read_only(command: str) -> bool:
+    segments = [s for s in re.split(r"\|\|?|&&|;", command) if s.strip()]
+    if not segments or re.search(r"[<>]", command.replace("2>&1", "")):
+        return False
+    for segment in segments:
+        verb = _verb(segment)
+        if not any(verb == ro or verb.startswith(ro + " ") for ro in READ_ONLY):
+            return False
+    return True
+
+
+def gather(plan: Plan, suite: str, target: Any, *, user: str = "ubuntu") -> list[Evidence]:
+    """Evidence from the fitting troubleshooting steps (run when read-only, else shown as suggestions)."""
+    evidence = []
+    for step in fitting_steps(plan, suite):
+        where = f"{' > '.join(step.ref.section[-1:])}, line {step.ref.line_start}"
+        if not is_read_only(step.command):
+            evidence.append(Evidence(label=f"troubleshooting suggestion (not run: changes the host) — {where}",
+                                     command=step.command, output="", status=None, host=""))
+            continue
+        res = target.run(step.command, user=user, timeout=TIMEOUT)
+        output = res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr.strip() else "")
+        evidence.append(Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,
+                                 output=output.strip()[-4000:], status=res.exit_status,
+                                 host=f"{user}@{getattr(target, 'hostname', '')}"))
+    return evidence
