@@ -30,7 +30,7 @@ from typing import Any
 from harness.errors import LabError
 from harness.lab import runs
 from harness.lab.ca import LabCA
-from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_ROLE, LABEL_RUN, docker, require_engine
+from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_ROLE, LABEL_RUN, docker, docker_text, require_engine
 from harness.targets.docker_target import DockerTarget
 
 Progress = Callable[[str], None]
@@ -40,7 +40,7 @@ ACME_HOST = "acme.lab.test"
 TARGET_HOSTNAME = "stdb-target"
 DATA_DEVICE = "/dev/nvme1n1"
 DATA_SIZE_MB = 1024
-HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50}
+HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50, "recovery": 60}
 OPERATOR_PROJECT = "/home/ubuntu/spacetime-module"
 LAB_CA_ON_TARGET = "/usr/local/share/ca-certificates/stdb-conformance-lab-ca.crt"
 SYSTEMD_FLAGS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
@@ -83,6 +83,7 @@ class LabState:
     backend: str = "docker"
     vm: dict[str, Any] = field(default_factory=dict)
     certbot_configured: bool = False
+    extra_loop_devices: list[str] = field(default_factory=list)
 
 
 class Lab:
@@ -329,7 +330,6 @@ class Lab:
         progress(f"target {self.s.containers['target']} ({self.s.ips['target']}, {self.domain}): systemd {state}")
 
     def _vm_target(self, progress: Progress) -> None:
-        from harness.lab.docker import docker_text
         from harness.vm.lab_target import start_vm_target
 
         network_id = docker_text("network", "inspect", "-f", "{{.Id}}", self.s.network)
@@ -382,6 +382,51 @@ class Lab:
         self.s.certbot_configured = True
         return "appended the lab's ACME settings to /etc/letsencrypt/cli.ini: " + "; ".join(self.certbot_settings())
 
+    # ---- volumes and a recovery host (restore drills) -----------------------------------------------
+    def data_volume_file(self) -> Path:
+        return self.workdir / "data-volume.img"
+
+    def snapshot_data_volume(self, dest: Path, *, freeze: str = "/stdb") -> dict[str, Any]:
+        """Point-in-time copy of the target's data volume, with no service stop. On docker the file system
+        mounted at `freeze` is frozen (fsfreeze) for the copy: file-system consistent, which is stronger
+        than an EBS snapshot's crash consistency. Returns what was done, for the report."""
+        target = self.target
+        frozen = target.run(f"fsfreeze --freeze {shlex.quote(freeze)}", timeout=60) if freeze else None
+        try:
+            proc = subprocess.run(["cp", "--sparse=always", str(self.data_volume_file()), str(dest)],
+                                  capture_output=True, text=True, timeout=600)
+        finally:
+            if frozen is not None and frozen.ok:
+                target.run(f"fsfreeze --unfreeze {shlex.quote(freeze)}", timeout=60)
+        if proc.returncode != 0:
+            raise LabError(f"cannot copy the data volume: {proc.stderr.strip()}")
+        return {"method": "fsfreeze + copy of the volume's backing file" if frozen is not None and frozen.ok
+                else "copy of the volume's backing file (no freeze: crash-consistent at best)",
+                "consistency": "filesystem-frozen" if frozen is not None and frozen.ok else "unfrozen-copy",
+                "source": str(self.data_volume_file()), "snapshot": str(dest)}
+
+    def add_recovery_host(self, volume_file: Path | None, progress: Progress = print) -> DockerTarget:
+        """A second, fresh Ubuntu host on the lab network (like the target before the runbook ran), with
+        `volume_file` (e.g. a snapshot copy) attached as /dev/nvme1n1."""
+        if "recovery" in self.s.containers:
+            raise LabError("this lab already has a recovery host")
+        argv = ["--hostname", "stdb-recovery", *SYSTEMD_FLAGS]
+        if volume_file is not None:
+            proc = subprocess.run(["losetup", "--find", "--show", str(volume_file)], capture_output=True,
+                                  text=True, timeout=30)
+            if proc.returncode != 0:
+                raise LabError(f"cannot attach the restored volume: {proc.stderr.strip()}")
+            self.s.extra_loop_devices.append(proc.stdout.strip())
+            argv += ["--device", f"{proc.stdout.strip()}:{DATA_DEVICE}"]
+        image = docker_text("inspect", "-f", "{{.Config.Image}}", self.s.containers["client"])
+        self._run_container("recovery", [*argv, image, "/lib/systemd/systemd"], progress)
+        host = self.host("recovery")
+        host.hostname = "stdb-recovery"
+        host.wait_running(timeout=90)
+        host.write_file(LAB_CA_ON_TARGET, self.ca_cert_path.read_bytes())
+        host.run("update-ca-certificates", timeout=60)
+        return host
+
     # ---- down --------------------------------------------------------------------------------------
     def down(self) -> None:
         """Remove everything this lab created. Idempotent; never raises for already-gone resources."""
@@ -401,8 +446,9 @@ class Lab:
             docker("rm", "-f", "-v", *sorted(set(names)), check=False, timeout=120)
         if self.s.network:
             docker("network", "rm", self.s.network, check=False, timeout=60)
-        if self.s.loop_device:
-            subprocess.run(["losetup", "-d", self.s.loop_device], capture_output=True, timeout=30)
+        for device in [self.s.loop_device, *self.s.extra_loop_devices]:
+            if device:
+                subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
         if self.s.workdir:
             shutil.rmtree(self.s.workdir, ignore_errors=True)
         runs.unregister(self.run_id)
