@@ -176,15 +176,24 @@ def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
     assert before > 0, "the service has no main process to kill"
     check.run(target, f"kill -9 {before}", label="kill -9 the main process")
 
-    def restarted() -> bool:
+    seen = {"state": "", "back": False}
+
+    def settled() -> bool:
+        """A new main process is active, or systemd gave up (unit `failed`): either way stop waiting."""
         res = target.run(f"systemctl show -p MainPID --value {SERVICE}; systemctl is-active {SERVICE}", timeout=15)
         lines = res.stdout.split()
-        return len(lines) == 2 and lines[0] not in ("0", str(before)) and lines[1] == "active"
+        seen["state"] = lines[1] if len(lines) == 2 else res.stdout.strip()
+        if seen["state"] == "failed":
+            return True
+        seen["back"] = len(lines) == 2 and lines[0] not in ("0", str(before)) and lines[1] == "active"
+        return bool(seen["back"])
 
-    came_back = bounded_wait(restarted, timeout=30, interval=0.5)
+    bounded_wait(settled, timeout=30, interval=0.5)
+    came_back = bool(seen["back"])
     after = _main_pid(target, check)
     check.run(target, f"journalctl -u {SERVICE} --no-pager -n 15", label="journal after the kill")
-    assert came_back, f"systemd did not restart the service within 30 s (main pid before {before}, now {after})"
+    assert came_back, (f"systemd did not bring the service back within 30 s (unit {seen['state'] or 'unknown'}; "
+                       f"main pid before {before}, now {after})")
     up = bounded_wait(lambda: target.run(f"curl -sf --max-time 2 http://127.0.0.1:{PORT}/v1/ping",
                                          timeout=10).ok, timeout=30)
     assert up, "the restarted server did not answer /v1/ping within 30 s"
