@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_run = sub.add_parser("run", help="bring up a lab, apply the runbook, run the suites, write reports")
     runbook_args(p_run)
-    p_run.add_argument("--backend", default="docker", choices=["docker", "vm", "ssh"])
+    p_run.add_argument("--backend", default="docker", choices=["docker", "vm"])
     p_run.add_argument("--spacetimedb", default="standin", choices=["standin", "real"],
                        help="stand-in served by the lab mirror (default) or the real install URL")
     p_run.add_argument("--report-dir", default=str(REPO_ROOT / "reports" / "out"))

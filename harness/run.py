@@ -150,8 +150,8 @@ def _substitutions(plan: Plan) -> list[dict[str, Any]]:
 
 def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseTimer,
                   report: RunReport, progress: Progress) -> Any:
-    if options.backend != "docker":
-        raise LabError(f"backend {options.backend!r} is not available yet", hint="use --backend docker")
+    if options.backend not in ("docker", "vm"):
+        raise LabError(f"unknown backend {options.backend!r}", hint="use --backend docker or --backend vm")
     from harness.lab.image import ensure_base_image
     from harness.lab.lab import Lab, LabOptions
 
@@ -166,7 +166,13 @@ def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseT
         with timer.phase("mirror"):
             info = build_release_tree(release_dir)
             report.spacetimedb["served_versions"] = info.get("versions", []) if isinstance(info, dict) else []
-    lab = Lab(run_id, LabOptions(mirror_dir=release_dir, image=image.tag))
+    if options.backend == "vm":
+        from harness.vm.image import ensure_vm_image
+
+        with timer.phase("vm_image"):
+            vm_image = ensure_vm_image(progress)
+            report.environment["vm_image"] = {k: str(v) for k, v in getattr(vm_image, "__dict__", {}).items()}
+    lab = Lab(run_id, LabOptions(mirror_dir=release_dir, image=image.tag, backend=options.backend))
     with timer.phase("lab_up"):
         try:
             lab.up(progress=progress)
@@ -216,11 +222,27 @@ def _environment_facts(target: Any) -> dict[str, Any]:
         "nginx": "nginx -v 2>&1",
         "certbot": "certbot --version 2>&1",
         "python3": "python3 --version",
+        "ufw_status": "ufw status verbose 2>&1",
+        "listening": "ss -Hltn 2>&1",
+        "fstab": "cat /etc/fstab 2>&1",
+        "stdb_mount": "findmnt -n -o SOURCE,FSTYPE,OPTIONS --target /stdb 2>&1",
     }
-    facts: dict[str, Any] = {}
-    for name, command in probes.items():
-        res = target.run(command, timeout=30)
-        facts[name] = res.stdout.strip() if res.ok else None
+    # one round trip: each probe's output follows a marker line
+    marker = "--stdbc-fact--"
+    script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; echo \"{marker}exit=$?\""
+                       for name, command in probes.items())
+    res = target.run(script, timeout=60)
+    facts: dict[str, Any] = {name: None for name in probes}
+    name, lines = "", []
+    for line in res.stdout.splitlines():
+        if line.startswith(marker + "exit="):
+            if name:
+                facts[name] = "\n".join(lines).strip() if line.endswith("=0") else None
+            name, lines = "", []
+        elif line.startswith(marker):
+            name, lines = line[len(marker):], []
+        elif name:
+            lines.append(line)
     return facts
 
 
