@@ -143,7 +143,7 @@ def test_volume_first_profile_moves_the_volume_sections_first(lines: list[str]) 
 
 
 def test_builtin_profiles() -> None:
-    assert builtin_profiles() == ["default", "volume-first"]
+    assert builtin_profiles() == ["default", "self-hosting-only", "volume-first"]
     profile = load_profile("default")
     assert profile.placeholders["example.com"].value == "stdb.lab.test"
     uuid = profile.placeholders["YOUR_UUID_HERE"]
@@ -156,7 +156,7 @@ def test_builtin_profiles() -> None:
 def test_unknown_profile_lists_the_builtins() -> None:
     with pytest.raises(UsageError) as info:
         load_profile("nope")
-    assert "unknown profile: nope" in str(info.value) and "default, volume-first" in str(info.value)
+    assert "unknown profile: nope" in str(info.value) and "default, self-hosting-only, volume-first" in str(info.value)
 
 
 def write_profile(tmp_path: Path, body: str) -> Path:
