@@ -43,3 +43,21 @@ def test_operator_steps_and_end_to_end_subscribe(runbook_path: Path, tmp_path: P
     adaptations = {a["id"] for a in report["adaptations"]}
     assert {"lab.operator-machine", "lab.operator-ssh-key"} <= adaptations
     assert not leftovers(report["run_id"])
+
+
+def test_upgrade_steps_are_reported_verbatim(runbook_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "harness", "run", "--runbook", str(runbook_path), "--profile",
+                    "self-hosting-only", "--suites", "upgrade", "--report-dir", str(out)],
+                   cwd=REPO, capture_output=True, text=True, timeout=900)
+    report = json.loads((out / "conformance.json").read_text())
+    checks = {c["id"]: c for c in report["checks"]}
+    assert {"upgrade.stop-service", "upgrade.version-upgrade", "upgrade.service-back"} <= set(checks)
+    text = runbook_path.read_text()
+    for check_id in ("upgrade.stop-service", "upgrade.version-upgrade", "upgrade.install-specific-version"):
+        check = checks[check_id]
+        evidence = [e for e in check["evidence"] if e["label"].startswith("upgrade step: ")]
+        assert evidence, check
+        assert evidence[0]["command"].replace("2.8.2", "<version-number>") in text
+        assert (evidence[0]["status"] == 0) == (check["outcome"] == "passed"), check
+    assert not leftovers(report["run_id"])
