@@ -85,6 +85,7 @@ def _now() -> str:
 def run(options: RunOptions, progress: Progress) -> int:
     """Run the whole conformance job. Returns the CI exit code."""
     plan = build_plan(options.runbook, options.profile)  # usage errors surface before any lab work
+    _suite_files(options.suites)
     run_id = secrets.token_hex(4)
     timer = PhaseTimer(progress)
     report = RunReport(run_id=run_id, backend=options.backend, runbook_path=plan.runbook_path,
