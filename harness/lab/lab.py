@@ -261,9 +261,11 @@ class Lab:
             f"Pebble resolves every name (the domain {self.domain} included) to the target {target_ip}"))
 
     def _client(self, progress: Progress) -> None:
+        agents = Path(__file__).resolve().parent.parent / "agents"
         self._run_container("client", [
             "--hostname", "client", "--add-host", f"{self.domain}:{self.s.ips['target']}",
-            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", self.options.image, "sleep", "infinity"], progress)
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro",
+            self.options.image, "sleep", "infinity"], progress)
 
     def _operator_host(self, progress: Progress) -> None:
         """The operator's own machine (Step 5 "on your local machine"): a separate lab host."""

@@ -1,0 +1,310 @@
+"""Suite `routes`: what the nginx site exposes, proven from the remote client (never the target's loopback).
+
+Who answered is decided from evidence the backend leaves (SpacetimeDB's CORS headers on every routed
+response, its 426 text) versus nginx's own error page, never from the status code alone. Expectations
+come from the kit's knowledge of the API (harness/routes_model.py) and from the site file the runbook
+writes, parsed into nginx's location-selection rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from typing import Any
+
+import pytest
+
+from harness.model import Plan, StepKind
+from harness.probe_client import ProbeSession
+from harness.pytest_plugin import CheckRecorder
+from harness.routes_model import (
+    FAMILIES,
+    MUST_BE_CLOSED,
+    MUST_BE_OPEN,
+    Family,
+    observed,
+    parse_locations,
+    predict,
+)
+
+PEBBLE_ROOT = "/usr/local/share/ca-certificates/stdb-conformance-acme-root.crt"
+HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
+HYPOTHESIS_SECONDS = 120.0
+
+
+def _site_step(plan: Plan):  # type: ignore[no-untyped-def]
+    steps = [s for s in plan.steps if s.kind is StepKind.FILE_WRITE and s.path and "/nginx/" in s.path]
+    return steps[0] if steps else None
+
+
+@pytest.fixture(scope="session")
+def locations(plan: Plan) -> list:
+    step = _site_step(plan)
+    if step is None:
+        pytest.skip("the runbook writes no nginx site")
+    return parse_locations(step.content)
+
+
+@pytest.fixture(scope="session")
+def probe(lab: Any):  # type: ignore[no-untyped-def]
+    lab.trust_acme_root_on("client")  # adaptation: the client trusts the ACME CA that issued the certificate
+    with ProbeSession(lab.s.containers["client"], max_requests=HYPOTHESIS_EXAMPLES * 4 + 400) as session:
+        yield session
+
+
+def _request(lab: Any, probe: ProbeSession, method: str, path: str, *, scheme: str = "https",
+             body: str = "", headers: dict | None = None) -> dict:
+    headers = dict(headers or {})
+    if method in ("POST", "PUT") and "sql" in path:
+        body = body or "SELECT * FROM probe"
+    elif method in ("POST", "PUT"):
+        body = body or "[]"
+        headers.setdefault("Content-Type", "application/json")
+    return probe.send({"scheme": scheme, "host": lab.domain, "port": 443 if scheme == "https" else 80,
+                       "server_name": lab.domain, "method": method, "path": path, "body": body,
+                       "headers": headers, "timeout": 10, "cafile": None})
+
+
+def _line(family: Family | str, result: dict, who: str) -> str:
+    name = family.name if isinstance(family, Family) else family
+    cors = "cors" if "access-control-allow-origin" in result.get("headers", {}) else "-"
+    return f"{name:28} {result.get('status')!s:>4} {who:8} {cors:5} {result.get('error', '')[:60]}"
+
+
+@pytest.mark.check("routes.identity-open", claim="POST /v1/identity from remote returns an identity and token "
+                                                 "from the backend")
+def test_identity_open(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    result = _request(lab, probe, "POST", "/v1/identity")
+    check.note("POST https://DOMAIN/v1/identity from the client", _redact_token(result), status=result.get("status"))
+    assert observed(result) == "backend", f"the answer did not come from the backend ({result.get('status')})"
+    assert result["status"] == 200, f"status {result['status']}"
+    data = json.loads(result["body"])
+    assert len(data.get("identity", "")) == 64 and data.get("token", "").count(".") == 2, "no identity/token"
+
+
+def _redact_token(result: dict) -> dict:
+    shown = dict(result)
+    try:
+        data = json.loads(shown.get("body", ""))
+        if isinstance(data, dict) and "token" in data:
+            data["token"] = data["token"][:12] + "...(redacted)"
+            shown["body"] = json.dumps(data)
+    except ValueError:
+        pass
+    return shown
+
+
+@pytest.mark.check("routes.subscribe-websocket", claim="a websocket to /v1/database/<db>/subscribe with "
+                                                       "v1.json.spacetimedb upgrades (101), echoes the protocol "
+                                                       "and delivers IdentityToken first")
+def test_subscribe_websocket(lab, target, run_state, plan: Plan, check: CheckRecorder) -> None:
+    from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
+
+    check.ref(_site_step(plan))
+    try:
+        database = ensure_probe_database(target, run_state, check)
+    except ProbeUnavailable as exc:
+        check.not_applicable(str(exc))
+    lab.trust_acme_root_on("client")
+    res = check.run(lab.client, f"python3 /lab/agents/ws_subscribe.py "
+                                f"wss://{lab.domain}/v1/database/{database.name}/subscribe "
+                                f"{shlex.quote('SELECT * FROM ' + database.table)} --until IdentityToken --timeout 20",
+                    label="wss subscribe from the client")
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    upgrade = next((e for e in events if e.get("event") in ("upgraded", "refused")), {})
+    assert upgrade.get("status") == 101, f"no upgrade: {upgrade.get('status_line', res.stderr.strip()[-200:])}"
+    assert upgrade.get("protocol") == "v1.json.spacetimedb", f"protocol not echoed: {upgrade.get('protocol')}"
+    first = next((e for e in events if e.get("event") == "message"), {})
+    assert first.get("kind") == "IdentityToken", f"first message is {first.get('kind')}"
+
+
+@pytest.mark.check("routes.subscribe-plain-get-426", claim="a plain GET to /subscribe through the proxy gets the "
+                                                           "backend's 426, not an nginx answer")
+def test_subscribe_plain_get(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    result = _request(lab, probe, "GET", "/v1/database/stdbc-probe/subscribe")
+    check.note("plain GET https://DOMAIN/v1/database/stdbc-probe/subscribe", result, status=result.get("status"))
+    assert result.get("status") == 426 and observed(result) == "backend", (
+        f"expected the backend's 426, got {result.get('status')} from {observed(result)}")
+
+
+def _families(lab, probe, scheme: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    return {f.name: _request(lab, probe, f.method, f.path(), scheme=scheme) for f in FAMILIES}
+
+
+@pytest.mark.check("routes.closed-families-403", claim="publish, sql, call, logs, schema, delete, ping, health, "
+                                                      "metrics and the rest of the database API get nginx's 403 "
+                                                      "from remote and never reach the backend")
+def test_closed_families(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    leaks = []
+    for scheme in ("https", "http"):
+        results = _families(lab, probe, scheme)
+        lines = []
+        for family in FAMILIES:
+            if family.name not in MUST_BE_CLOSED:
+                continue
+            result, who = results[family.name], observed(results[family.name])
+            lines.append(_line(family, result, who))
+            ok = who == "denied" if scheme == "https" else who != "backend"
+            if not ok:
+                leaks.append(f"{scheme} {family.method} {family.path()} -> {result.get('status')} ({who})")
+        check.note(f"closed families over {scheme} (family, status, answered by, backend CORS header)",
+                   "\n".join(lines))
+    assert not leaks, "reachable or not denied from remote: " + "; ".join(leaks)
+
+
+@pytest.mark.check("routes.denials-come-from-the-proxy", claim="the 403s come from the proxy rule: the same "
+                                                                "requests reach a live backend on the target's "
+                                                                "127.0.0.1:3000")
+def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    lines, dead = [], []
+    for family in FAMILIES:
+        if family.name not in MUST_BE_CLOSED:
+            continue
+        data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
+        res = target.run(f"curl -s -i --max-time 5 -X {family.method} {data} "
+                         f"http://127.0.0.1:3000{shlex.quote(family.path())} | head -c 600", timeout=20)
+        head = res.stdout.split("\r\n\r\n", 1)
+        first = head[0].splitlines()[0] if res.stdout else ""
+        reached = observed({"status": int(first.split()[1]) if len(first.split()) > 1 and first.split()[1].isdigit()
+                            else 0,
+                            "headers": {k.strip().lower(): v for k, _, v in
+                                        (line.partition(":") for line in head[0].splitlines()[1:])},
+                            "body": head[1] if len(head) > 1 else ""}) == "backend"
+        lines.append(f"{family.name:28} {res.stdout.splitlines()[0] if res.stdout else '(no answer)'}"
+                     f" {'backend' if reached else '-'}")
+        if not reached:
+            dead.append(family.name)
+    check.note("the same requests sent directly to the backend on the target's loopback", "\n".join(lines))
+    assert not dead, f"the backend did not answer directly for: {', '.join(dead)}"
+
+
+@pytest.mark.check("routes.loopback-through-proxy-reaches-backend",
+                   claim="from the target itself the closed routes go through nginx to the backend "
+                         "(the site's `allow 127.0.0.1` rule: \"Only localhost can use these routes\")")
+def test_loopback_through_proxy(lab, target, locations, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    rows, failures = [], []
+    for family in FAMILIES:
+        if family.name not in MUST_BE_CLOSED:
+            continue
+        data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
+        res = target.run(f"curl -s -i -k --max-time 5 --resolve {lab.domain}:443:127.0.0.1 -X {family.method} "
+                         f"{data} https://{lab.domain}{shlex.quote(family.path())} | head -c 800", timeout=20)
+        head = res.stdout.split("\r\n\r\n", 1)
+        status_line = res.stdout.splitlines()[0] if res.stdout else "(no answer)"
+        result = {"status": int(status_line.split()[1]) if len(status_line.split()) > 1 and
+                  status_line.split()[1].isdigit() else 0,
+                  "headers": {k.strip().lower(): v for k, _, v in
+                              (line.partition(":") for line in head[0].splitlines()[1:])},
+                  "body": head[1] if len(head) > 1 else ""}
+        who = observed(result)
+        rows.append(f"{family.name:28} {status_line:30} answered by {who}; "
+                    f"model: {predict(locations, family.path(), remote=False)}")
+        if who != "backend":
+            failures.append(f"{family.name} ({status_line}, {who})")
+    check.note("closed routes requested through nginx from the target's own loopback", "\n".join(rows),
+               command=f"curl -k --resolve {lab.domain}:443:127.0.0.1 https://{lab.domain}/...")
+    assert not failures, ("from 127.0.0.1 these routes do not reach the backend through nginx (the allowing "
+                          "location has no proxy_pass?): " + "; ".join(failures))
+
+
+@pytest.mark.check("routes.open-families", claim="exactly the route families the site's locations proxy are "
+                                                 "open from remote (identity and subscribe documented)")
+def test_open_families(lab, probe, locations, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    results = _families(lab, probe, "https")
+    rows, mismatches, opened = [], [], []
+    for family in FAMILIES:
+        who, expected = observed(results[family.name]), predict(locations, family.path())
+        rows.append(_line(family, results[family.name], who) + f" model={expected}")
+        if who == "backend":
+            opened.append(family.name)
+        if (who == "backend") != (expected == "backend"):
+            mismatches.append(f"{family.name}: observed {who}, the site says {expected}")
+    beyond = sorted(set(opened) - MUST_BE_OPEN)
+    check.note("route families from remote over https", "\n".join(rows))
+    check.note("open families", json.dumps({"open": opened, "documented_open": sorted(MUST_BE_OPEN),
+                                            "open_beyond_documented": beyond}, indent=1))
+    missing = sorted(MUST_BE_OPEN - set(opened))
+    assert not mismatches, "the proxy does not behave as its configuration says: " + "; ".join(mismatches)
+    assert not missing, f"documented open routes are closed: {', '.join(missing)}"
+
+
+@pytest.mark.check("routes.generated-requests", claim="generated paths, methods and encodings reach the backend "
+                                                      "only where the site's locations proxy them; all else is "
+                                                      "denied (property-based, bounded, seed recorded)")
+def test_generated_requests(lab, probe, locations, plan: Plan, check: CheckRecorder) -> None:
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+
+    check.ref(_site_step(plan))
+    run_seed = int(os.environ.get("STDB_HYPOTHESIS_SEED") or int(time.time() * 1000) % (2**31))
+    check.note("hypothesis", f"seed {run_seed} (replay: STDB_HYPOTHESIS_SEED={run_seed}), at most "
+                             f"{HYPOTHESIS_EXAMPLES} examples and {HYPOTHESIS_SECONDS:.0f} s")
+    started = time.monotonic()
+    history: list[dict] = []
+    segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+    def mutate(path: str, kind: str, extra: str, n: int) -> str:
+        if kind == "case":
+            return path.upper() if n % 2 else path.title()
+        if kind == "slash":
+            return path + "/"
+        if kind == "double":
+            return path.replace("/", "//", 1 + n % 3)
+        if kind == "dot":
+            return path.replace("/v1/", f"/v1/{extra}/../", 1)
+        if kind == "encoded":
+            return path[:1] + path[1:].replace("/", "%2F", 1 + n % 3) if n % 2 else path.replace("v", "%76", 1)
+        if kind == "query":
+            return path + f"?{extra}=1&token=x"
+        if kind == "long":
+            return path + "/" + (extra * 400)[: 200 + 40 * n]
+        if kind == "prefix":
+            return f"/{extra}" + path
+        if kind == "suffix":
+            return path + extra
+        return path
+
+    families = st.sampled_from(FAMILIES)
+    kinds = st.sampled_from(["none", "case", "slash", "double", "dot", "encoded", "query", "long", "prefix",
+                             "suffix"])
+    methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+
+    @seed(run_seed)
+    @settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(families, kinds, segment, st.integers(0, 9), methods, segment)
+    def prop(family: Family, kind: str, extra: str, n: int, method: str, db: str) -> None:
+        if time.monotonic() - started > HYPOTHESIS_SECONDS:
+            return
+        path = mutate(family.path(db=db), kind, extra, n)
+        result = _request(lab, probe, method, path)
+        who, expected = observed(result), predict(locations, path)
+        history.append({"method": method, "path": path[:160], "status": result.get("status"), "observed": who,
+                        "expected": expected})
+        if expected == "backend":
+            assert who == "backend", f"{method} {path[:120]}: expected the backend, got {who}"
+        elif expected == "denied":
+            assert who == "denied", f"{method} {path[:120]}: expected nginx's 403, got {result.get('status')} {who}"
+        else:
+            assert who != "backend", f"{method} {path[:120]}: reached the backend"
+
+    try:
+        prop()
+    except ExceptionGroup as group:  # several distinct falsifying examples: report them all as the failure
+        raise AssertionError("; ".join(str(e).splitlines()[0] for e in group.exceptions)) from None
+    finally:
+        summary: dict[str, int] = {}
+        for item in history:
+            key = f"expected {item['expected']} / observed {item['observed']} / {item['status']}"
+            summary[key] = summary.get(key, 0) + 1
+        check.note("generated requests (counts)", json.dumps(summary, indent=1, sort_keys=True))
+        check.note("generated requests (last 15)", "\n".join(
+            f"{h['method']:7} {h['status']!s:>4} {h['observed']:8} {h['path']}" for h in history[-15:]))
