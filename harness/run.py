@@ -108,7 +108,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                 applied = apply_plan(plan, lab.target, progress=progress, before_step=getattr(lab, "before_step", None))
             _record_apply(report, applied, workdir)
             with timer.phase("facts"):
-                report.environment = _environment_facts(lab.target)
+                report.environment.update(_environment_facts(lab.target))
+                report.environment["reachable_from_remote"] = _reachable_ports(lab)
                 report.spacetimedb.update(_spacetimedb_facts(lab.target, options))
             state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(),
                      "runbook": str(options.runbook), "profile": options.profile,
@@ -117,6 +118,9 @@ def run(options: RunOptions, progress: Progress) -> int:
             state_path = workdir / "lab-state.json"
             state_path.write_text(json.dumps(state, indent=2))
             report.checks = _run_suites(options, state_path, workdir, timer, progress)
+            from harness.findings import detect
+
+            report.findings.extend(detect(plan, applied.transcript(), report.checks, report.environment))
     except KeyboardInterrupt:
         report.interrupted = True
         progress("interrupted: writing the report and removing the lab")
@@ -245,6 +249,25 @@ def _environment_facts(target: Any) -> dict[str, Any]:
         elif name:
             lines.append(line)
     return facts
+
+
+REMOTE_PORTS = (22, 80, 443, 3000)
+
+
+def _reachable_ports(lab: Any) -> dict[int, bool]:
+    """Which of the target's TCP ports accept a connection from the remote client (bounded: one try each)."""
+    client = getattr(lab, "client", None)
+    if client is None:
+        return {}
+    ip = lab.target.address()
+    script = "; ".join(f"nc -z -w 2 {ip} {port} && echo {port}=open || echo {port}=closed" for port in REMOTE_PORTS)
+    res = client.run(script, timeout=30)
+    found = {}
+    for line in res.stdout.split():
+        port, _, state = line.partition("=")
+        if port.isdigit():
+            found[int(port)] = state == "open"
+    return found
 
 
 def _spacetimedb_facts(target: Any, options: RunOptions) -> dict[str, Any]:

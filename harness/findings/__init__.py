@@ -1,0 +1,161 @@
+"""Findings: defects of the runbook itself, each derived from evidence gathered while running it.
+
+Every detector stays silent on a runbook without the defect (tests/test_findings.py proves each with a
+with/without pair). Nothing here names this particular runbook's lines or commands.
+
+Kinds (ids are stable, listed in docs/checks.md):
+- runbook.step-fails-as-written (error)     made by the applier when a step exits non-zero
+- runbook.command-not-found (error)         a documented command the shell cannot find (exit 127)
+- runbook.claim-contradicted (error)        a required check tied to a runbook line failed on the lab
+- runbook.step-has-no-effect (warning)      e.g. firewall rules added while the firewall is inactive
+- runbook.route-pattern-matches-nothing (warning)  an nginx location regex the runbook offers matches no API route
+- runbook.pipeline-hides-failure (warning)  `curl ... | sh` exited 0 although the download failed
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.model import Plan, Step, StepKind
+from harness.results import CheckResult, Evidence, Finding, Outcome, Severity
+from harness.routes_model import FAMILIES
+
+
+def detect(plan: Plan, transcript: list[dict[str, Any]], checks: list[CheckResult],
+           facts: dict[str, Any]) -> list[Finding]:
+    found: list[Finding] = []
+    found += command_not_found(plan, transcript, checks)
+    found += claims_contradicted(checks)
+    found += firewall_without_effect(plan, transcript, facts)
+    found += route_patterns_matching_nothing(plan)
+    found += pipelines_hiding_failure(plan, transcript)
+    return found
+
+
+def _step_by_index(plan: Plan, index: int) -> Step | None:
+    return next((s for s in plan.steps if s.index == index), None)
+
+
+def _results(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return record.get("results", [])
+
+
+def command_not_found(plan: Plan, transcript: list[dict[str, Any]], checks: list[CheckResult]) -> list[Finding]:
+    found = []
+    pattern = re.compile(r"(command not found|No such file or directory)\s*$", re.MULTILINE)
+    for record in transcript:
+        for res in _results(record):
+            if res.get("exit_status") == 127 and pattern.search(res.get("stderr", "")):
+                step = _step_by_index(plan, record["index"])
+                found.append(_not_found(step.ref.to_dict() if step else {}, res.get("command", ""),
+                                        res.get("stderr", "")))
+    for check in checks:
+        for ev in check.evidence:
+            if ev.status == 127 and pattern.search(ev.output or ""):
+                found.append(_not_found(check.runbook_ref or {}, ev.command, ev.output or ""))
+    unique: dict[tuple[str, int], Finding] = {}
+    for finding in found:
+        unique.setdefault((finding.summary, finding.runbook_ref.get("line_start", 0)), finding)
+    return list(unique.values())
+
+
+def _not_found(ref: dict[str, Any], command: str, output: str) -> Finding:
+    line = next((ln for ln in output.splitlines() if re.search(r"not found|No such file", ln)), output[-200:])
+    return Finding(id="runbook.command-not-found", severity=Severity.ERROR,
+                   summary=f"a documented command is not found where the runbook runs it: `{command}` -> "
+                           f"{line.strip()}",
+                   runbook_ref=ref, evidence=[Evidence(label="what the shell said", command=command,
+                                                       output=output.strip()[-2000:], status=127)],
+                   suggestion="use the full path the installer created, or say which PATH/login shell the step "
+                              "needs")
+
+
+def claims_contradicted(checks: list[CheckResult]) -> list[Finding]:
+    found = []
+    for check in checks:
+        if check.outcome is not Outcome.FAILED or not check.required or not check.runbook_ref:
+            continue
+        first = (check.message or "").strip().splitlines()[:1] or [""]
+        found.append(Finding(
+            id="runbook.claim-contradicted", severity=Severity.ERROR,
+            summary=f"{check.claim or check.id} — contradicted on the lab ({check.id}): {first[0][:200]}",
+            runbook_ref=check.runbook_ref, evidence=check.evidence[:3],
+            suggestion="see the check's evidence; fix the step the reference points at"))
+    return found
+
+
+def firewall_without_effect(plan: Plan, transcript: list[dict[str, Any]], facts: dict[str, Any]) -> list[Finding]:
+    status = (facts.get("ufw_status") or "")
+    if "inactive" not in status.lower():
+        return []
+    found = []
+    for record in transcript:
+        step = _step_by_index(plan, record["index"])
+        if step is None or record.get("status") != "ok" or step.kind is not StepKind.SHELL:
+            continue
+        if re.search(r"\bufw\s+(allow|deny|reject|limit|reload|route)\b", step.command or ""):
+            reachable = facts.get("reachable_from_remote") or {}
+            found.append(Finding(
+                id="runbook.step-has-no-effect", severity=Severity.WARNING,
+                summary=f"`{step.command}` changes nothing: the firewall is inactive (ufw was never enabled), "
+                        f"so every listening port stays reachable",
+                runbook_ref=step.ref.to_dict(),
+                evidence=[Evidence(label="ufw status after the runbook", output=status),
+                          Evidence(label="TCP ports reachable from the remote client",
+                                   output=", ".join(f"{p}: {'open' if ok else 'closed'}"
+                                                    for p, ok in sorted(reachable.items())))],
+                suggestion="enable the firewall (allow OpenSSH first, then `sudo ufw enable`), or drop the step"))
+    return found
+
+
+def route_patterns_matching_nothing(plan: Plan) -> list[Finding]:
+    found = []
+    text_lines = Path(plan.runbook_path).read_text(encoding="utf-8").splitlines() if plan.runbook_path else []
+    samples = [f.path() for f in FAMILIES]
+    for step in plan.steps:
+        if step.kind is not StepKind.FILE_WRITE or not step.path or "/nginx/" not in (step.path or ""):
+            continue
+        for raw in (step.content or "").splitlines():
+            match = re.match(r"\s*#?\s*location\s+(~\*?)\s*(\S+)\s*\{", raw)
+            if not match:
+                continue
+            flags = re.IGNORECASE if match.group(1) == "~*" else 0
+            try:
+                regex = re.compile(match.group(2), flags)
+            except re.error:
+                continue
+            if any(regex.search(p.split("?")[0]) for p in samples):
+                continue
+            line = next((i + 1 for i, t in enumerate(text_lines) if i + 1 >= step.ref.line_start
+                         and raw.strip() in t), step.ref.line_start)
+            note = " (commented out, offered to uncomment)" if raw.strip().startswith("#") else ""
+            found.append(Finding(
+                id="runbook.route-pattern-matches-nothing", severity=Severity.WARNING,
+                summary=f"the nginx location `{match.group(2)}`{note} matches no SpacetimeDB route: enabling it "
+                        f"opens nothing",
+                runbook_ref={"section": list(step.ref.section), "line_start": line, "line_end": line},
+                evidence=[Evidence(label="routes tried", output="\n".join(samples))],
+                suggestion="the API's routes are /v1/database/<db>/...: e.g. `^/v1/database/[^/]+/sql$`"))
+    return found
+
+
+def pipelines_hiding_failure(plan: Plan, transcript: list[dict[str, Any]]) -> list[Finding]:
+    found = []
+    for record in transcript:
+        if record.get("status") != "ok":
+            continue
+        for res in _results(record):
+            command, stderr = res.get("command", ""), res.get("stderr", "")
+            if re.search(r"\bcurl\b[^|]*\|\s*(sudo\s+)?(ba)?sh\b", command) and re.search(r"curl: \(\d+\)", stderr):
+                step = _step_by_index(plan, record["index"])
+                found.append(Finding(
+                    id="runbook.pipeline-hides-failure", severity=Severity.WARNING,
+                    summary=f"`{command}` exited 0 although curl failed: the pipeline's status is the shell's",
+                    runbook_ref=step.ref.to_dict() if step else {},
+                    evidence=[Evidence(label="stderr", command=command, output=stderr.strip()[-1500:],
+                                       status=res.get("exit_status"))],
+                    suggestion="download first and check (curl -fsSL URL -o install.sh && sh install.sh ...), or "
+                               "run the pipeline under `set -o pipefail`"))
+    return found
