@@ -93,7 +93,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                        fail_on=options.fail_on,
                        adaptations=[a.to_dict() for a in plan.adaptations],
                        substitutions=_substitutions(plan),
-                       spacetimedb={"implementation": options.spacetimedb})
+                       spacetimedb={"implementation": options.spacetimedb},
+                       sections=_sections(plan))
     progress(f"run {run_id}: backend={options.backend} spacetimedb={options.spacetimedb} "
              f"runbook={options.runbook} profile={plan.profile}")
     from harness.lab import runs
@@ -147,6 +148,16 @@ def run(options: RunOptions, progress: Progress) -> int:
     if report.lab_error:
         return EXIT_LAB
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+
+
+def _sections(plan: Plan) -> list[dict[str, Any]]:
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    for step in plan.steps:
+        entry = found.setdefault(step.ref.section, {"section": list(step.ref.section),
+                                                    "line_start": step.ref.line_start, "steps": 0,
+                                                    "phase": step.phase})
+        entry["steps"] += 1 if step.runs else 0
+    return list(found.values())
 
 
 def _substitutions(plan: Plan) -> list[dict[str, Any]]:
@@ -334,11 +345,13 @@ def _last_line(text: str) -> str:
 
 
 def _copy_transcript(workdir: Path, report_dir: Path) -> None:
+    from harness.redact import redact_text
+
     for name in ["transcript.json"] + [p.name for p in workdir.glob("pytest-*.log")]:
         src = workdir / name
         if src.exists():
             report_dir.mkdir(parents=True, exist_ok=True)
-            (report_dir / name).write_text(src.read_text())
+            (report_dir / name).write_text(redact_text(src.read_text()))
 
 
 def _remove_tree(path: Path) -> None:
@@ -356,4 +369,4 @@ def _print_summary(report: RunReport, paths: dict[str, Path], progress: Progress
     for check in report.checks:
         if check.outcome.value in ("failed", "error"):
             progress(f"  {check.outcome.value}: {check.id}: {check.message.splitlines()[0] if check.message else ''}")
-    progress(f"report: {paths['json']}  junit: {paths['junit']}")
+    progress(f"report: {paths['html']}  json: {paths['json']}  junit: {paths['junit']}")

@@ -39,6 +39,7 @@ class RunReport:
     interrupted: bool = False
     lab_error: str = ""
     fail_on: str = "error"
+    sections: list[dict[str, Any]] = field(default_factory=list)  # runbook sections, for traceability
 
     def verdict(self) -> str:
         if self.lab_error or self.interrupted:
@@ -76,14 +77,24 @@ class RunReport:
             "substitutions": self.substitutions,
             "environment": self.environment,
             "apply": self.apply,
+            "sections": self.sections,
         }
 
 
 def write_reports(report: RunReport, out_dir: Path) -> dict[str, Path]:
+    """conformance.json, junit.xml, conformance.md and report.html; secrets redacted from all four."""
+    from harness.redact import redact, redact_text
+    from reports.html import render_html
+    from reports.markdown import render_markdown
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "conformance.json", "junit": out_dir / "junit.xml"}
-    _atomic_write(paths["json"], json.dumps(report.to_dict(), indent=2, default=str))
-    _atomic_write(paths["junit"], junit_xml(report))
+    paths = {"json": out_dir / "conformance.json", "junit": out_dir / "junit.xml",
+             "markdown": out_dir / "conformance.md", "html": out_dir / "report.html"}
+    data = redact(json.loads(json.dumps(report.to_dict(), default=str)))
+    _atomic_write(paths["json"], json.dumps(data, indent=2))
+    _atomic_write(paths["junit"], redact_text(junit_xml(report)))
+    _atomic_write(paths["markdown"], render_markdown(data))
+    _atomic_write(paths["html"], render_html(data))
     return paths
 
 

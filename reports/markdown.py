@@ -1,0 +1,77 @@
+"""conformance.md: the report for a human, verdict first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports.matrix import traceability
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env = report.get("environment", {})
+    stdb = report.get("spacetimedb", {})
+    counts = report.get("counts", {})
+    out = [f"# Conformance: {report['verdict'].upper()}", ""]
+    out.append(f"- backend: **{report['backend']}**, profile **{report['profile']}**, run `{report['run_id']}`")
+    out.append(f"- SpacetimeDB: **{stdb.get('implementation', '?')}** {stdb.get('version', '')} "
+               f"({stdb.get('served_by', '')})")
+    out.append(f"- host: {env.get('os')}, kernel {env.get('kernel')}, {env.get('nginx')}, {env.get('certbot')}")
+    out.append(f"- runbook: `{report['runbook']['path']}` (sha256 `{report['runbook']['sha256'][:16]}...`)")
+    out.append("- checks: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+               f"; findings: {len(report.get('findings', []))}")
+    if report.get("lab_error"):
+        out.append(f"- **lab error**: {report['lab_error']}")
+    if report.get("interrupted"):
+        out.append("- **interrupted**: the run was cut short")
+    out += ["", "## Findings about the runbook", ""]
+    if not report.get("findings"):
+        out.append("None.")
+    for f in report.get("findings", []):
+        ref = f.get("runbook_ref") or {}
+        out.append(f"- **[{f['severity']}] {f['id']}** (line {ref.get('line_start', '?')}): {f['summary']}")
+        if f.get("suggestion"):
+            out.append(f"  - suggested fix: {f['suggestion']}")
+    out += ["", "## Traceability (runbook section -> checks)", "", "| line | section | status | checks |",
+            "|---|---|---|---|"]
+    for row in traceability(report):
+        checks = ", ".join(f"`{c['id']}` {c['outcome']}" for c in row["checks"]) or "-"
+        out.append(f"| {row['line'] or ''} | {_cell(row['section'])} | {row['status']} | {_cell(checks)} |")
+    failed = [c for c in report.get("checks", []) if c["outcome"] in ("failed", "error")]
+    out += ["", "## Evidence for failed checks", ""]
+    if not failed:
+        out.append("No check failed.")
+    for c in failed:
+        ref = c.get("runbook_ref") or {}
+        out += [f"### {c['id']} ({c['outcome']}, runbook line {ref.get('line_start', '?')})", "", c.get("message", ""),
+                ""]
+        for e in c.get("evidence", [])[:6]:
+            out.append(f"- {e['label']}" + (f" — `{e['command'][:200]}`" if e.get("command") else "") +
+                       (f" (status {e['status']})" if e.get("status") is not None else ""))
+            if e.get("output"):
+                out += ["", "```", e["output"][-1500:], "```", ""]
+    na = [c for c in report.get("checks", []) if c["outcome"] == "not-applicable"]
+    if na:
+        out += ["", "## Not decided on this backend", ""] + [f"- `{c['id']}`: {c.get('message', '')}" for c in na]
+    out += ["", "## Adaptations made to run the runbook", ""]
+    out += [f"- **{a.get('id')}**: {a.get('summary')}" + (f" — {a['detail']}" if a.get("detail") else "")
+            for a in report.get("adaptations", [])] or ["None."]
+    subs = report.get("substitutions", [])
+    if subs:
+        out += ["", "## Substitutions", "", "| step | placeholder | value | line |", "|---|---|---|---|"]
+        seen = set()
+        for s in subs:
+            key = (s.get("placeholder"), s.get("value"), s.get("line"))
+            if key not in seen:
+                seen.add(key)
+                out.append(f"| {s.get('step')} | `{s.get('placeholder')}` | `{s.get('value')}` | {s.get('line')} |")
+    out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
+    out += [f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()]
+    slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]
+    if slow:
+        out += ["", "| runbook step | seconds | status |", "|---|---|---|"]
+        out += [f"| {_cell(s['summary'][:90])} | {s['duration']:.1f} | {s['status']} |" for s in slow]
+    return "\n".join(out) + "\n"
