@@ -1,0 +1,98 @@
+"""Choose the qemu accelerator: KVM when it really works, else TCG with a one-line warning.
+
+`/dev/kvm` can exist and answer ioctls while nested KVM still hangs the guest in early boot, so the
+decision is a bounded boot probe: the guest kernel is started under KVM with no root disk and must
+reach its "unable to mount root" panic (qemu then exits, -no-reboot) within PROBE_TIMEOUT seconds.
+The verdict is cached per host boot id. STDB_VM_ACCEL=kvm|tcg overrides the probe.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness.errors import LabError
+from harness.vm.util import Progress, Stopwatch, cache_root, host_boot_id, stderr_progress
+
+PROBE_TIMEOUT = 25.0
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+TCG_WARNING = ("KVM is not usable here ({reason}): falling back to TCG emulation; "
+               "CPU-bound work in the VM is roughly 10x slower")
+
+
+def kvm_device_ok() -> tuple[bool, str]:
+    """/dev/kvm opens read-write, speaks API 12 and creates a VM."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return False, f"/dev/kvm: {exc.strerror}"
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION, 0)
+        if version != 12:
+            return False, f"/dev/kvm API version {version}"
+        vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        os.close(vm_fd)
+        return True, "KVM_CREATE_VM ok"
+    except OSError as exc:
+        return False, f"KVM ioctl failed: {exc.strerror}"
+    finally:
+        os.close(fd)
+
+
+def kvm_boot_probe(kernel: Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Boot `kernel` under KVM without root disk; True when it reaches its root-mount panic in time."""
+    with tempfile.TemporaryDirectory(prefix="stdbc-kvmprobe-") as tmp:
+        log = Path(tmp) / "serial.log"
+        argv = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+                "-display", "none", "-no-reboot", "-serial", f"file:{log}", "-kernel", str(kernel),
+                "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+        watch = Stopwatch()
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise LabError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86") from exc
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
+            seen = "serial output but no panic" if log.exists() and log.stat().st_size else "no serial output"
+            return False, f"guest kernel hung under KVM ({seen} after {timeout:.0f}s)"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "Kernel panic" in text or "VFS:" in text:
+            return True, f"guest kernel booted under KVM in {watch.seconds:.1f}s"
+        reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no kernel output"]
+        return False, f"qemu -accel kvm: {reason[0]}"
+
+
+def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cache: bool = True) -> str:
+    """Return "kvm" or "tcg" (warning once on stderr when falling back)."""
+    forced = os.environ.get("STDB_VM_ACCEL", "").strip().lower()
+    if forced in ("kvm", "tcg"):
+        return forced
+    cache = cache_root() / "accel.json"
+    boot = host_boot_id()
+    if use_cache:
+        try:
+            known = json.loads(cache.read_text())
+            if known.get("boot_id") == boot and known.get("kernel") == str(kernel):
+                if not known["kvm"]:
+                    progress(TCG_WARNING.format(reason=known["reason"]))
+                return "kvm" if known["kvm"] else "tcg"
+        except (OSError, ValueError, KeyError):
+            pass
+    ok, reason = kvm_device_ok()
+    if ok:
+        progress("probing KVM with a bounded guest-kernel boot ...")
+        ok, reason = kvm_boot_probe(kernel)
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"boot_id": boot, "kernel": str(kernel), "kvm": ok, "reason": reason}))
+    if not ok:
+        progress(TCG_WARNING.format(reason=reason))
+    return "kvm" if ok else "tcg"
