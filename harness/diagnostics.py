@@ -76,7 +76,10 @@ def gather(plan: Plan, suite: str, target: Any, *, user: str = "ubuntu") -> list
             evidence.append(Evidence(label=f"troubleshooting suggestion (not run: changes the host) — {where}",
                                      command=step.command, output="", status=None, host=""))
             continue
-        res = target.run(step.command, user=user, timeout=TIMEOUT)
+        # in a terminal, as an operator types it (`script` gives the command a tty: e.g. `certbot renew` then
+        # skips the random sleep it takes when run from cron)
+        res = target.run(f"script -qec {shlex.quote(step.command)} /dev/null", user=user, timeout=TIMEOUT)
+        res.command = step.command
         output = res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr.strip() else "")
         evidence.append(Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,
                                  output=output.strip()[-4000:], status=res.exit_status,

@@ -15,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(docker.io debootstrap e2fsprogs util-linux iproute2 curl ca-certificates python3-venv zstd pebble
-          qemu-system-x86 qemu-utils openssh-client)
+          qemu-system-x86 qemu-utils openssh-client chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

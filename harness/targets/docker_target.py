@@ -32,7 +32,8 @@ class DockerTarget:
         argv += ["-e", f"HOME={home}", "-e", f"USER={user}", "-e", f"LOGNAME={user}"]
         for key, value in (env or {}).items():
             argv += ["-e", f"{key}={value}"]
-        argv += [self.name, "bash", "-c", _IN_HOME, command]
+        # bounded inside the container too: a timed-out `docker exec` alone would leave the command running there
+        argv += [self.name, "timeout", "-k", "5", str(max(1, int(timeout))), "bash", "-c", _IN_HOME, command]
         started = time.monotonic()
         try:
             proc = subprocess.run(argv, input=stdin if stdin is not None else None, capture_output=True,
