@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ def run(options: RunOptions, progress: Progress) -> int:
     runs.register(run_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"stdbc-{run_id}-run-"))
     lab = None
+    stack = ExitStack()
     try:
         with _sigterm_as_interrupt():
             lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
@@ -112,7 +113,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                 report.environment.update(_environment_facts(lab.target))
                 report.environment["reachable_from_remote"] = _reachable_ports(lab)
                 report.spacetimedb.update(_spacetimedb_facts(lab.target, options))
-            state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(),
+            aws_state = _aws_account(plan, workdir, timer, report, progress, stack)
+            state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(), "aws": aws_state,
                      "runbook": str(options.runbook), "profile": options.profile,
                      "spacetimedb": report.spacetimedb, "transcript": str(workdir / "transcript.json"),
                      "workdir": str(workdir)}
@@ -129,6 +131,7 @@ def run(options: RunOptions, progress: Progress) -> int:
         report.lab_error = exc.one_line()
         progress(f"lab error: {report.lab_error}")
     finally:
+        stack.close()
         if lab is not None and not options.keep_lab:
             with timer.phase("teardown"):
                 try:
@@ -148,6 +151,29 @@ def run(options: RunOptions, progress: Progress) -> int:
     if report.lab_error:
         return EXIT_LAB
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+
+
+def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport, progress: Progress,
+                 stack: ExitStack) -> dict[str, Any] | None:
+    """The runbook's AWS Console steps, performed against a moto server in the lab (simulated)."""
+    if not any(s.kind.value == "console" and s.phase == "apply" for s in plan.steps):
+        return None
+    try:
+        from harness.aws.moto_lab import REGION, MotoServer
+        from harness.aws.provider import ConsoleProvider
+    except ImportError as exc:
+        progress(f"aws: skipped ({exc}); install boto3 and moto[server]")
+        return None
+    with timer.phase("aws"):
+        moto = stack.enter_context(MotoServer(log=workdir / "moto.log"))
+        record = ConsoleProvider(moto.url, REGION, simulated=True, allow_mutation=False).perform(plan)
+    report.environment["aws"] = {"simulated": True, "endpoint": "moto server on 127.0.0.1",
+                                 "calls": record.calls, "not_done": record.not_done}
+    report.adaptations.append({"id": "aws.simulated", "summary": "AWS Console steps performed through AWS's APIs "
+                               "against a moto server (simulated account)", "detail": "; ".join(record.not_done)})
+    report.adaptations.extend({**a, "detail": a.get("detail", "")} for a in record.adaptations)
+    progress(f"aws (simulated): {len(record.calls)} API calls; not done: {len(record.not_done)}")
+    return record.to_state()
 
 
 def _sections(plan: Plan) -> list[dict[str, Any]]:

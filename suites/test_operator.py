@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness.model import Plan, Step, StepKind
-from harness.pytest_plugin import CheckRecorder
+from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 
 PROJECT = "/home/ubuntu/spacetime-module"
 SUBSCRIBE_TIMEOUT = 40
@@ -29,7 +29,7 @@ SUBSCRIBE_TIMEOUT = 40
 @pytest.fixture(scope="session")
 def operator(lab: Any) -> Any:
     if "operator" not in lab.s.containers:
-        pytest.skip("this lab has no operator machine")
+        pytest.skip(NOT_APPLICABLE_PREFIX + "this lab has no operator machine")
     return lab.host("operator")
 
 

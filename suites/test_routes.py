@@ -18,7 +18,7 @@ import pytest
 
 from harness.model import Plan, StepKind
 from harness.probe_client import ProbeSession
-from harness.pytest_plugin import CheckRecorder
+from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.routes_model import (
     FAMILIES,
     MUST_BE_CLOSED,
@@ -43,7 +43,7 @@ def _site_step(plan: Plan):  # type: ignore[no-untyped-def]
 def locations(plan: Plan) -> list:
     step = _site_step(plan)
     if step is None:
-        pytest.skip("the runbook writes no nginx site")
+        pytest.skip(NOT_APPLICABLE_PREFIX + "the runbook writes no nginx site")
     return parse_locations(step.content)
 
 

@@ -1,0 +1,190 @@
+"""Suite `aws_backup`: the runbook's AWS backup promise, read back from AWS's APIs (boto3).
+
+In the lab the account is a moto server the console-step provider populated from the runbook's own
+parameters: the report says "simulated". What moto cannot show (recovery points of jobs it never runs)
+is not-applicable with the reason, never passed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from harness.aws.moto_lab import client
+from harness.model import Plan, StepKind
+from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
+
+
+@pytest.fixture(scope="session")
+def aws(run_state: dict[str, Any]) -> dict[str, Any]:
+    state = run_state.get("aws")
+    if not state:
+        pytest.skip(NOT_APPLICABLE_PREFIX + "this run performed no AWS Console step (none in the applied phases)")
+    return state
+
+
+def _console(plan: Plan, action: str):  # type: ignore[no-untyped-def]
+    return next((s for s in plan.steps if s.kind is StepKind.CONSOLE and s.params.get("action") == action), None)
+
+
+def _documented_rules(plan: Plan) -> list[dict[str, Any]]:
+    step = _console(plan, "backup_plan")
+    return step.params.get("rules", []) if step else []
+
+
+def _plans(aws: dict[str, Any]) -> list[dict[str, Any]]:
+    backup = client("backup", aws["endpoint_url"], aws["region"])
+    found = []
+    for item in backup.list_backup_plans()["BackupPlansList"]:
+        found.append(backup.get_backup_plan(BackupPlanId=item["BackupPlanId"])["BackupPlan"] |
+                     {"BackupPlanId": item["BackupPlanId"]})
+    return found
+
+
+def _days_window(retention: dict[str, Any]) -> tuple[int, int]:
+    """Whole-day retentions that keep the documented promise (AWS Backup counts in days)."""
+    if "hours" in retention:
+        days = -(-int(retention["hours"]) // 24)
+        return days, days + 1
+    if "days" in retention:
+        return int(retention["days"]), int(retention["days"]) + 1
+    low = int(retention.get("months_min", retention.get("months", 0)))
+    high = int(retention.get("months_max", low))
+    return 28 * low, 31 * high
+
+
+def _kind(expression: str) -> str:
+    fields = expression.removeprefix("cron(").removesuffix(")").split()
+    if len(fields) != 6:
+        return "unknown"
+    minute, hour, dom, month, dow, _year = fields
+    if hour == "*":
+        return "hourly"
+    if dom in ("*", "?") and dow in ("*", "?"):
+        return "daily"
+    if dom not in ("*", "?") and month == "*":
+        return "monthly"
+    if dow not in ("*", "?"):
+        return "weekly"
+    return "unknown"
+
+
+@pytest.mark.check("aws_backup.plan-rules", claim="a backup plan has the documented rules: hourly kept 48 h, daily "
+                                                 "kept 14 days, monthly kept 6-12 months")
+def test_plan_rules(aws, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_console(plan, "backup_plan"))
+    documented = _documented_rules(plan)
+    if not documented:
+        check.not_applicable("the runbook documents no backup plan rules")
+    plans = _plans(aws)
+    check.note("backup plans" + (" (simulated: moto)" if aws.get("simulated") else ""), json.dumps(
+        [{"name": p["BackupPlanName"], "rules": [{"name": r["RuleName"], "schedule": r["ScheduleExpression"],
+                                                  "delete_after_days": r.get("Lifecycle", {}).get("DeleteAfterDays")}
+                                                 for r in p["Rules"]]} for p in plans], indent=1))
+    assert plans, "no backup plan exists"
+    rules = [r for p in plans for r in p["Rules"]]
+    missing = []
+    for want in documented:
+        low, high = _days_window(want["retention"])
+        ok = [r for r in rules if _kind(r["ScheduleExpression"]) == want["schedule"]
+              and low <= r.get("Lifecycle", {}).get("DeleteAfterDays", 0) <= high]
+        if not ok:
+            missing.append(f"{want['schedule']} kept {want['retention']} ({low}-{high} days)")
+    assert not missing, "no rule for: " + "; ".join(missing)
+
+
+@pytest.mark.check("aws_backup.vault-exists", claim="the plan's rules write into an existing backup vault")
+def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_console(plan, "backup_plan"))
+    backup = client("backup", aws["endpoint_url"], aws["region"])
+    vaults = {v["BackupVaultName"] for v in backup.list_backup_vaults()["BackupVaultList"]}
+    targets = {r["TargetBackupVaultName"] for p in _plans(aws) for r in p["Rules"]}
+    check.note("vaults / vaults the rules target", json.dumps({"vaults": sorted(vaults), "targets": sorted(targets)}))
+    assert targets, "no rule targets a vault"
+    assert targets <= vaults, f"rules target missing vaults: {sorted(targets - vaults)}"
+
+
+def _volume(aws: dict[str, Any]) -> dict[str, Any]:
+    ec2 = client("ec2", aws["endpoint_url"], aws["region"])
+    vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["spacetimedb-data"]}])["Volumes"]
+    return vols[0] if vols else {}
+
+
+@pytest.mark.check("aws_backup.selection-covers-volume", claim="a backup selection covers the data volume "
+                                                              "(tagged Name=spacetimedb-data)")
+def test_selection(aws, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_console(plan, "backup_plan"))
+    backup = client("backup", aws["endpoint_url"], aws["region"])
+    volume = _volume(aws)
+    assert volume, "no volume tagged Name=spacetimedb-data"
+    tags = {t["Key"]: t["Value"] for t in volume.get("Tags", [])}
+    covered, shown = False, []
+    for p in _plans(aws):
+        try:
+            listed = backup.list_backup_selections(BackupPlanId=p["BackupPlanId"])["BackupSelectionsList"]
+        except Exception as exc:  # noqa: BLE001 - an API the endpoint lacks is reported, not faked
+            check.note("ListBackupSelections", f"{type(exc).__name__}: {str(exc)[:300]}")
+            check.not_applicable("this AWS endpoint has no backup selection API (ListBackupSelections fails"
+                                 f"{'; moto does not implement it' if aws.get('simulated') else ''})")
+        for sel in listed:
+            detail = backup.get_backup_selection(BackupPlanId=p["BackupPlanId"],
+                                                 SelectionId=sel["SelectionId"])["BackupSelection"]
+            shown.append(detail)
+            by_tag = any(tags.get(c["ConditionKey"]) == c["ConditionValue"] for c in detail.get("ListOfTags") or [])
+            by_arn = any(volume["VolumeId"] in arn or arn.endswith("*") for arn in detail.get("Resources") or [])
+            covered = covered or by_tag or by_arn
+    check.note("selections", json.dumps(shown, indent=1, default=str))
+    check.note("data volume tags", json.dumps(tags))
+    assert covered, f"no selection covers {volume['VolumeId']} (tags {tags})"
+
+
+@pytest.mark.check("aws_backup.data-volume", claim="the data volume is gp3, at least the documented size, in the "
+                                                  "instance's availability zone and attached to it")
+def test_data_volume(aws, plan: Plan, check: CheckRecorder) -> None:
+    step = _console(plan, "create_and_attach_volume")
+    check.ref(step)
+    if step is None:
+        check.not_applicable("the runbook documents no data volume")
+    volume = _volume(aws)
+    check.note("volume", json.dumps(volume, indent=1, default=str))
+    assert volume, "no volume tagged Name=spacetimedb-data"
+    assert volume["VolumeType"] == step.params.get("volume_type", "gp3"), f"type {volume['VolumeType']}"
+    assert volume["Size"] >= int(step.params.get("size_gb", 0)), f"size {volume['Size']} GB"
+    attachments = volume.get("Attachments", [])
+    assert attachments, "the volume is not attached"
+    ec2 = client("ec2", aws["endpoint_url"], aws["region"])
+    instance = ec2.describe_instances(InstanceIds=[attachments[0]["InstanceId"]])["Reservations"][0]["Instances"][0]
+    zone = instance["Placement"]["AvailabilityZone"]
+    assert volume["AvailabilityZone"] == zone, f"volume in {volume['AvailabilityZone']}, instance in {zone}"
+
+
+@pytest.mark.check("aws_backup.cross-region-copy", claim="backups are copied to another region (documented as "
+                                                        "optional but recommended)", required=False)
+def test_cross_region(aws, plan: Plan, check: CheckRecorder) -> None:
+    step = _console(plan, "backup_plan")
+    check.ref(step)
+    copies = [a for p in _plans(aws) for r in p["Rules"] for a in r.get("CopyActions") or []]
+    check.note("copy actions", json.dumps(copies, indent=1))
+    if not copies and step is not None and re.search(r"optional", str(step.params.get("copy_to_other_region"))):
+        check.not_applicable("the runbook marks the cross-region copy optional and none is configured")
+    assert copies, "no rule copies backups to another region"
+
+
+@pytest.mark.check("aws_backup.recovery-points-fresh", claim="the newest recovery point of the volume is within "
+                                                            "the RPO (one hour for the hourly rule)")
+def test_recovery_points(aws, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_console(plan, "backup_plan"))
+    backup = client("backup", aws["endpoint_url"], aws["region"])
+    try:
+        points = backup.list_recovery_points_by_backup_vault(BackupVaultName=aws.get("vault") or "Default")
+    except Exception as exc:  # noqa: BLE001 - an API moto lacks is reported, not faked
+        check.note("ListRecoveryPointsByBackupVault", f"{type(exc).__name__}: {exc}")
+        check.not_applicable(f"the AWS API for recovery points is not available here ({type(exc).__name__})")
+    items = points.get("RecoveryPoints", [])
+    check.note("recovery points", json.dumps(items, indent=1, default=str))
+    if not items and aws.get("simulated"):
+        check.not_applicable("simulated account (moto): no backup job ever runs, so no recovery point can exist")
+    assert items, "no recovery point exists"

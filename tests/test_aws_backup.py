@@ -1,0 +1,78 @@
+"""The aws_backup suite against a moto server populated from the shared runbook's console steps: green as
+documented, and each of our mutants of the AWS account turns a named check red. No docker needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.aws.moto_lab import MotoServer, client
+from harness.aws.provider import ConsoleProvider
+from harness.planner import build_plan
+
+REPO = Path(__file__).resolve().parent.parent
+pytest.importorskip("moto")
+
+
+@pytest.fixture
+def account(runbook_path: Path) -> Iterator[dict]:
+    with MotoServer() as moto:
+        provider = ConsoleProvider(moto.url, "us-east-1", simulated=True, allow_mutation=False)
+        record = provider.perform(build_plan(runbook_path, "default"))
+        yield record.to_state()
+
+
+def _suite(state: dict, runbook: Path, tmp_path: Path) -> dict[str, str]:
+    lab_state = tmp_path / "state.json"
+    lab_state.write_text(json.dumps({"run_id": "t", "runbook": str(runbook), "profile": "default", "aws": state}))
+    out = tmp_path / "checks.json"
+    subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_aws_backup.py"), "-p",
+                    "harness.pytest_plugin", "--lab-state", str(lab_state), "--checks-out", str(out), "-q",
+                    "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(REPO)],
+                   cwd=REPO, capture_output=True, text=True, timeout=300)
+    return {c["id"]: c["outcome"] for c in json.loads(out.read_text())}
+
+
+def test_documented_account_is_green(account: dict, runbook_path: Path, tmp_path: Path) -> None:
+    outcomes = _suite(account, runbook_path, tmp_path)
+    for check in ("aws_backup.plan-rules", "aws_backup.vault-exists", "aws_backup.data-volume"):
+        assert outcomes[check] == "passed", outcomes
+    # moto has no backup selection API: reported as such, never passed
+    assert outcomes["aws_backup.selection-covers-volume"] == "not-applicable"
+    assert any("CreateBackupSelection" in item for item in account["not_done"])
+    assert outcomes["aws_backup.cross-region-copy"] == "not-applicable"
+    assert outcomes["aws_backup.recovery-points-fresh"] == "not-applicable"  # moto runs no backup job
+
+
+def _drop_monthly(state: dict) -> None:
+    """The plan re-created without its monthly rule (moto has no UpdateBackupPlan)."""
+    backup = client("backup", state["endpoint_url"], state["region"])
+    plan = backup.get_backup_plan(BackupPlanId=state["plan_id"])["BackupPlan"]
+    rules = [{k: r[k] for k in ("RuleName", "TargetBackupVaultName", "ScheduleExpression", "Lifecycle") if k in r}
+             for r in plan["Rules"] if r["RuleName"] != "monthly"]
+    backup.delete_backup_plan(BackupPlanId=state["plan_id"])
+    backup.create_backup_plan(BackupPlan={"BackupPlanName": plan["BackupPlanName"] + "-v2", "Rules": rules})
+
+
+def _vault_missing(state: dict) -> None:
+    client("backup", state["endpoint_url"], state["region"]).delete_backup_vault(BackupVaultName=state["vault"])
+
+
+def _gp2_volume(state: dict) -> None:
+    ec2 = client("ec2", state["endpoint_url"], state["region"])
+    ec2.modify_volume(VolumeId=state["volume_id"], VolumeType="gp2")
+
+
+@pytest.mark.parametrize(("mutate", "red"), [
+    (_drop_monthly, "aws_backup.plan-rules"),
+    (_vault_missing, "aws_backup.vault-exists"),
+    (_gp2_volume, "aws_backup.data-volume"),
+], ids=["plan-without-monthly-rule", "vault-missing", "volume-not-gp3"])
+def test_mutant_turns_named_check_red(account: dict, runbook_path: Path, tmp_path: Path, mutate, red: str) -> None:  # type: ignore[no-untyped-def]
+    mutate(account)
+    assert _suite(account, runbook_path, tmp_path)[red] == "failed"
