@@ -318,8 +318,10 @@ def _spacetimedb_facts(target: Any, options: RunOptions) -> dict[str, Any]:
         except json.JSONDecodeError:
             pass
     res = target.run("readlink /stdb/bin/current", timeout=15)
-    if res.ok:
+    if res.ok and res.stdout.strip():
         facts["version"] = res.stdout.strip()
+    elif isinstance(facts.get("health"), dict) and facts["health"].get("version"):
+        facts["version"] = f"{facts['health']['version']} (from /v1/health; /stdb/bin/current not readable)"
     return facts
 
 
