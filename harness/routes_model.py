@@ -106,8 +106,9 @@ def normalize(raw_path: str) -> str | None:
         return None  # not an origin-form request target: nginx answers 400
     path = unquote(raw_path.split("?", 1)[0])
     parts: list[str] = []
-    for segment in re.sub(r"/+", "/", path).split("/")[1:]:
-        if segment == ".":
+    segments = re.sub(r"/+", "/", path).split("/")[1:]
+    for segment in segments:
+        if segment in (".", ""):
             continue
         if segment == "..":
             if not parts:
@@ -115,7 +116,7 @@ def normalize(raw_path: str) -> str | None:
             parts.pop()
             continue
         parts.append(segment)
-    trailing = "/" if path.endswith("/") and parts else ""
+    trailing = "/" if segments and segments[-1] in ("", ".", "..") and parts else ""
     return "/" + "/".join(parts) + trailing
 
 

@@ -1,0 +1,107 @@
+"""Suite `firewall`: what the runbook's `ufw allow 'Nginx Full'` / `ufw reload` actually change.
+
+One run cannot observe "before" the runbook from the remote client, so the suite records the facts that decide
+it: `ufw status verbose` (label "ufw status"), the packet-filter rules in the kernel, and which of the target's
+TCP ports answer from the remote client now. `firewall.active` is not required: the runbook never enables ufw,
+and the kit reports that honestly (the findings engine turns "rule added on an inactive firewall" into a
+finding) instead of failing the whole verdict over a step the runbook presents as optional hardening.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from harness.model import Plan
+from harness.pytest_plugin import CheckRecorder
+
+PORTS = (22, 80, 443, 3000)
+# stdlib-only connect test run on the client (python3 is in the base image); one bounded try per port
+_CONNECT = ("import json,socket,sys\n"
+            "ip=sys.argv[1]; out={}\n"
+            "for p in map(int,sys.argv[2:]):\n"
+            "  s=socket.socket(); s.settimeout(2)\n"
+            "  try:\n"
+            "    s.connect((ip,p)); out[p]='open'\n"
+            "  except socket.timeout: out[p]='filtered (timeout)'\n"
+            "  except OSError as e: out[p]='closed (%s)' % (e.strerror or e)\n"
+            "  finally: s.close()\n"
+            "print(json.dumps(out))\n")
+
+
+def _ufw_steps(plan: Plan) -> list:  # type: ignore[type-arg]
+    return [s for s in plan.steps if s.command and re.search(r"\bufw\b", s.command)]
+
+
+def _remote_ports(lab: Any, check: CheckRecorder) -> dict[str, str]:
+    ip = lab.target.address()
+    res = lab.client.run(f"timeout 20 python3 -c {_quote(_CONNECT)} {ip} {' '.join(map(str, PORTS))}", timeout=30)
+    try:
+        ports = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        ports = {}
+    check.note("TCP ports of the target from the remote client", json.dumps(ports, indent=1),
+               command=f"python3 socket connect to {ip} ports {PORTS} (2 s each)", status=res.exit_status)
+    return ports
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+@pytest.fixture(scope="module")
+def ufw_status(target: Any) -> str:
+    return target.run("ufw status verbose 2>&1", timeout=30).stdout
+
+
+@pytest.mark.check("firewall.rules-recorded", claim="what `ufw allow 'Nginx Full'` and `ufw reload` changed: ufw's "
+                                                    "status and rules, the kernel's packet filter, and the ports "
+                                                    "that answer from remote")
+def test_rules_recorded(lab, target, plan: Plan, check: CheckRecorder) -> None:
+    steps = _ufw_steps(plan)
+    if steps:
+        check.ref(steps[0])
+    status = check.run(target, "ufw status verbose 2>&1", label="ufw status")
+    check.run(target, "ufw show added 2>&1", label="ufw rules added (ufw show added)")
+    check.run(target, "grep -n 'Nginx Full' -A4 /etc/ufw/applications.d/* 2>&1 | head -20",
+              label="the 'Nginx Full' application profile")
+    check.run(target, "grep -E '^(ENABLED|IPV6)=' /etc/ufw/ufw.conf 2>&1", label="ufw.conf")
+    rules = check.run(target, "(iptables -S 2>&1; echo '-- nft --'; nft list ruleset 2>&1) | head -c 6000",
+                      label="kernel packet-filter rules (iptables -S, nft list ruleset)")
+    ports = _remote_ports(lab, check)
+    active = re.search(r"^Status:\s*active", status.stdout, re.MULTILINE) is not None
+    in_kernel = re.search(r"ufw-user-input|ufw-before-input", rules.stdout) is not None
+    check.note("summary", json.dumps({
+        "runbook_ufw_steps": [s.command for s in steps], "ufw_active": active,
+        "ufw_chains_in_kernel": in_kernel, "ports_from_remote": ports}, indent=1))
+    assert status.stdout.strip(), "ufw status printed nothing"
+    assert ports, "the remote port probe returned nothing"
+
+
+@pytest.mark.check("firewall.active", required=False,
+                   claim="the firewall the runbook configures is active, so `ufw allow 'Nginx Full'` is what "
+                         "lets 80/443 in (the runbook never runs `ufw enable`: expected to fail, reported "
+                         "honestly)")
+def test_firewall_active(lab, target, ufw_status: str, plan: Plan, check: CheckRecorder) -> None:
+    steps = _ufw_steps(plan)
+    if not steps:
+        check.not_applicable("the runbook runs no ufw command")
+    check.ref(steps[0])
+    check.note("ufw status", ufw_status, command="ufw status verbose")
+    active = re.search(r"^Status:\s*active", ufw_status, re.MULTILINE) is not None
+    assert active, ("ufw is inactive: `ufw allow 'Nginx Full'` and `ufw reload` added rules to a firewall that "
+                    "filters nothing; every listening port stays reachable")
+
+
+@pytest.mark.check("firewall.web-ports-open", claim="after the runbook's firewall steps, 80 and 443 answer from "
+                                                    "the remote client, and the backend's 3000 does not")
+def test_web_ports(lab, target, plan: Plan, check: CheckRecorder) -> None:
+    steps = _ufw_steps(plan)
+    if steps:
+        check.ref(steps[0])
+    ports = _remote_ports(lab, check)
+    assert ports.get("80") == "open" and ports.get("443") == "open", f"web ports from remote: {ports}"
+    assert ports.get("3000") != "open", "the backend's port 3000 answers from remote"
