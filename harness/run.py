@@ -30,7 +30,8 @@ from reports.contract import RunReport, write_reports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = REPO_ROOT / "suites"
-SUITE_ORDER = ["routes", "tls", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade", "findings"]
+SUITE_ORDER = ["routes", "tls", "firewall", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade",
+               "findings"]
 
 Progress = Callable[[str], None]
 
