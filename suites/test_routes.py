@@ -169,6 +169,15 @@ def test_closed_families(lab, probe, plan: Plan, check: CheckRecorder) -> None:
     assert not leaks, "reachable or not denied from remote: " + "; ".join(leaks)
 
 
+def _curl_result(output: str) -> dict:
+    """`curl -s -i` output as the probe agent's result shape (status, lowercased headers, body)."""
+    head = output.split("\r\n\r\n", 1)
+    first = head[0].splitlines()[0].split() if output else []
+    return {"status": int(first[1]) if len(first) > 1 and first[1].isdigit() else 0,
+            "headers": {k.strip().lower(): v for k, _, v in (line.partition(":") for line in head[0].splitlines()[1:])},
+            "body": head[1] if len(head) > 1 else ""}
+
+
 @pytest.mark.check("routes.denials-come-from-the-proxy", claim="the 403s come from the proxy rule: the same "
                                                                 "requests reach a live backend on the target's "
                                                                 "127.0.0.1:3000")
@@ -181,13 +190,7 @@ def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
         data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
         res = target.run(f"curl -s -i --max-time 5 -X {family.method} {data} "
                          f"http://127.0.0.1:3000{shlex.quote(family.path())} | head -c 600", timeout=20)
-        head = res.stdout.split("\r\n\r\n", 1)
-        first = head[0].splitlines()[0] if res.stdout else ""
-        reached = observed({"status": int(first.split()[1]) if len(first.split()) > 1 and first.split()[1].isdigit()
-                            else 0,
-                            "headers": {k.strip().lower(): v for k, _, v in
-                                        (line.partition(":") for line in head[0].splitlines()[1:])},
-                            "body": head[1] if len(head) > 1 else ""}) == "backend"
+        reached = observed(_curl_result(res.stdout)) == "backend"
         lines.append(f"{family.name:28} {res.stdout.splitlines()[0] if res.stdout else '(no answer)'}"
                      f" {'backend' if reached else '-'}")
         if not reached:
@@ -208,13 +211,8 @@ def test_loopback_through_proxy(lab, target, locations, plan: Plan, check: Check
         data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
         res = target.run(f"curl -s -i -k --max-time 5 --resolve {lab.domain}:443:127.0.0.1 -X {family.method} "
                          f"{data} https://{lab.domain}{shlex.quote(family.path())} | head -c 800", timeout=20)
-        head = res.stdout.split("\r\n\r\n", 1)
         status_line = res.stdout.splitlines()[0] if res.stdout else "(no answer)"
-        result = {"status": int(status_line.split()[1]) if len(status_line.split()) > 1 and
-                  status_line.split()[1].isdigit() else 0,
-                  "headers": {k.strip().lower(): v for k, _, v in
-                              (line.partition(":") for line in head[0].splitlines()[1:])},
-                  "body": head[1] if len(head) > 1 else ""}
+        result = _curl_result(res.stdout)
         who = observed(result)
         rows.append(f"{family.name:28} {status_line:30} answered by {who}; "
                     f"model: {predict(locations, family.path(), remote=False)}")
