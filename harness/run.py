@@ -107,6 +107,8 @@ def run(options: RunOptions, progress: Progress) -> int:
     try:
         with _sigterm_as_interrupt():
             lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
+            if hasattr(lab, "follow_plan"):
+                lab.follow_plan(plan)
             with timer.phase("apply"):
                 applied = apply_plan(plan, lab.target, progress=progress, before_step=getattr(lab, "before_step", None))
             _record_apply(report, applied, workdir)
@@ -114,6 +116,11 @@ def run(options: RunOptions, progress: Progress) -> int:
                 report.environment.update(_environment_facts(lab.target))
                 report.environment["reachable_from_remote"] = _reachable_ports(lab)
                 report.spacetimedb.update(_spacetimedb_facts(lab.target, options))
+                if options.backend == "vm":
+                    vm = lab.state().get("vm", {})
+                    report.environment["vm"] = {"accel": vm.get("accel"), "first_boot_seconds": vm.get("boot_seconds"),
+                                                "kernel": vm.get("image", {}).get("kernel_version"),
+                                                "image_key": vm.get("image", {}).get("key")}
             aws_state = _aws_account(plan, workdir, timer, report, progress, stack)
             state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(), "aws": aws_state,
                      "runbook": str(options.runbook), "profile": options.profile,
@@ -121,7 +128,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                      "workdir": str(workdir)}
             state_path = workdir / "lab-state.json"
             state_path.write_text(json.dumps(state, indent=2))
-            report.checks = _run_suites(options, state_path, workdir, timer, progress)
+            report.checks = _run_suites(options, state_path, workdir, timer, progress, lab=lab)
+            report.environment.update(_scenario_summaries(state_path))
             from harness.findings import detect
 
             report.findings.extend(detect(plan, applied.transcript(), report.checks, report.environment))
@@ -175,6 +183,26 @@ def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport
     report.adaptations.extend({**a, "detail": a.get("detail", "")} for a in record.adaptations)
     progress(f"aws (simulated): {len(record.calls)} API calls; not done: {len(record.not_done)}")
     return record.to_state()
+
+
+def _scenario_summaries(state_path: Path) -> dict[str, Any]:
+    """Per scenario: applicable or why not, error, and each event's boot id and duration (boot times)."""
+    state = json.loads(state_path.read_text())
+    found: dict[str, Any] = {}
+    for suite, path in (state.get("histories") or {}).items():
+        try:
+            history = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        found[f"scenario_{suite}"] = {
+            "applicable": history.get("applicable"), "reason": history.get("reason", ""),
+            "error": history.get("error", ""), "seconds": history.get("seconds"),
+            "events": [{"name": e.get("name"), "boot_id": e.get("boot_id", ""), "seconds": e.get("seconds"),
+                        **({"boot_timing": e["probes"]["boot_timing"]["output"]}
+                           if e.get("probes", {}).get("boot_timing") else {})}
+                       for e in history.get("events", [])],
+            **(history.get("summary") or {})}
+    return found
 
 
 def _sections(plan: Plan) -> list[dict[str, Any]]:
@@ -327,11 +355,15 @@ def _spacetimedb_facts(target: Any, options: RunOptions) -> dict[str, Any]:
 
 
 def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: PhaseTimer,
-                progress: Progress) -> list[CheckResult]:
+                progress: Progress, lab: Any = None) -> list[CheckResult]:
+    from harness.scenarios import generate
+
     results: list[CheckResult] = []
     for suite in _suite_files(options.suites):
         out = workdir / f"checks-{suite.stem}.json"
         name = suite.stem.removeprefix("test_")
+        if lab is not None:
+            generate(name, lab=lab, state_path=state_path, timer=timer, progress=progress)
         with timer.phase(f"suite:{name}"):
             cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
                    "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from reports.matrix import traceability
+from reports.matrix import scenario_rows, traceability
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -93,10 +93,15 @@ def render_html(report: dict[str, Any]) -> str:
     slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]
     steps = "".join(f'<tr><td>{escape(s["summary"][:100])}</td><td>{s["duration"]:.1f}</td>'
                     f'<td>{escape(s["status"])}</td></tr>' for s in slow)
+    brows = "".join(f'<tr><td>{escape(r["scenario"])}</td><td>{escape(r["event"])}</td><td><code>'
+                    f'{escape(r["boot_id"])}</code></td><td>{escape(str(r["seconds"]))}</td>'
+                    f'<td>{escape(r["note"])}</td></tr>' for r in scenario_rows(report))
+    boots = (f'<section><h2>Boots and scenarios</h2><table><tr><th>scenario</th><th>event</th><th>boot id</th>'
+             f'<th>s</th><th>note</th></tr>{brows}</table></section>') if brows else ""
     body = (f'{head}<div class="grid">{finding_table}{matrix}</div>'
             f'<section><h2>Evidence for failed checks ({len(failed)})</h2></section>{evidence}'
             f'<section><h2>Adaptations made to run the runbook</h2><ul>{adaptations or "<li>None.</li>"}</ul>'
-            f'</section><section><h2>Timings</h2>{_bars(report.get("timings", {}))}<table><tr><th>runbook step'
+            f'</section>{boots}<section><h2>Timings</h2>{_bars(report.get("timings", {}))}<table><tr><th>runbook step'
             f'</th><th>s</th><th>status</th></tr>{steps}</table></section>')
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>stdb-conformance: '
             f'{escape(verdict)}</title><style>{CSS}</style></head><body><main>{body}</main></body></html>\n')

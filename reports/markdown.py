@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.matrix import traceability
+from reports.matrix import scenario_rows, traceability
 
 
 def _cell(text: Any) -> str:
@@ -68,6 +68,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             if key not in seen:
                 seen.add(key)
                 out.append(f"| {s.get('step')} | `{s.get('placeholder')}` | `{s.get('value')}` | {s.get('line')} |")
+    boots = scenario_rows(report)
+    if boots:
+        out += ["", "## Boots and scenarios", "", "| scenario | event | boot id | seconds | note |",
+                "|---|---|---|---|---|"]
+        out += [f"| {r['scenario']} | {r['event']} | `{r['boot_id']}` | {r['seconds']} | {_cell(r['note'])} |"
+                for r in boots]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()]
     slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]

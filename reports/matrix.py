@@ -31,3 +31,24 @@ def traceability(report: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             row["status"] = "partly decided"
     return sorted(rows.values(), key=lambda r: (r["line"] or 10**9, r["section"]))
+
+
+def scenario_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per scenario event (boot ids and durations), or one row saying why a scenario did not apply."""
+    rows: list[dict[str, Any]] = []
+    env = report.get("environment", {})
+    for key in sorted(k for k in env if k.startswith("scenario_")):
+        item = env[key] or {}
+        name = key.removeprefix("scenario_")
+        if not item.get("applicable"):
+            rows.append({"scenario": name, "event": "-", "boot_id": "", "seconds": "", "note":
+                         f"not applicable: {item.get('reason', '')}"})
+            continue
+        for event in item.get("events", []):
+            rows.append({"scenario": name, "event": event.get("name", ""), "boot_id": event.get("boot_id", ""),
+                         "seconds": event.get("seconds") if event.get("seconds") is not None else "",
+                         "note": (event.get("boot_timing") or "").splitlines()[0] if event.get("boot_timing")
+                         else ""})
+        if item.get("error"):
+            rows.append({"scenario": name, "event": "error", "boot_id": "", "seconds": "", "note": item["error"]})
+    return rows

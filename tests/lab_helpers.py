@@ -23,4 +23,8 @@ def leftovers(run_id: str) -> list[str]:
             if run_id in (dev.get("back-file") or ""):
                 found.append(f"loop {dev['name']}")
     found += [f"dir {p}" for p in Path(tempfile.gettempdir()).glob(f"stdbc-{run_id}-*")]
+    found += [f"tap {p.name}" for p in Path("/sys/class/net").glob(f"stdbc{run_id[:8]}t*")]
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, timeout=30).stdout
+    found += [f"process {line.strip()[:120]}" for line in ps.splitlines()
+              if f"stdbc-{run_id}-" in line and "qemu" in line]
     return found

@@ -28,6 +28,10 @@ def _dead(run_id: str, pid: str = "", boot: str = "") -> bool:
 
 def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
     removed: list[str] = []
+    # VMs first: their markers live in the temp dirs removed below (qemu must die before its dir goes)
+    from harness.vm.resources import cleanup_dead_vm_resources
+
+    removed += cleanup_dead_vm_resources(all_runs=all_runs)
     docker_ok = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
     if docker_ok:
         for item in labelled("container"):
@@ -48,12 +52,6 @@ def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
     for run_id in runs.registered_ids():
         if all_runs or _dead(run_id):
             runs.unregister(run_id)
-    try:
-        from harness.vm.resources import cleanup_dead_vm_resources
-
-        removed += cleanup_dead_vm_resources()
-    except ImportError:
-        pass
     for line in removed:
         progress(f"removed {line}")
     return removed

@@ -94,6 +94,21 @@ class Lab:
         self.adaptations: list[Adaptation] = []
         self.ca: LabCA | None = None
         self._vm: Any = None
+        self._attach_before: int | None = None  # vm: plan index of the step right after the console attach
+
+    def follow_plan(self, plan: Any) -> None:
+        """vm backend: the runbook's console step that creates and attaches the data volume is performed by
+        the backend (a new disk hot-plugged as /dev/nvme1n1) right before the next step that runs."""
+        seen_attach = False
+        for step in plan.steps:
+            if step.phase != "apply":
+                continue
+            if step.kind.value == "console" and re.search(r"\battach", step.raw or "", re.I) \
+                    and re.search(r"volume", step.raw or "", re.I):
+                seen_attach = True
+            elif seen_attach and step.runs:
+                self._attach_before = step.index
+                return
 
     # ---- re-attach from another process (the suites run in pytest subprocesses) -------------------
     @classmethod
@@ -373,8 +388,11 @@ class Lab:
                 "non-interactive = true", "no-eff-email = true"]
 
     def before_step(self, step: Any, target: Any) -> str | None:
-        """Declared adaptation right before the runbook first runs certbot itself: add the lab's answers to
-        certbot's own config file (appended, the package's lines are kept)."""
+        """Declared adaptations right before a step: on the vm backend, the console step's volume is created
+        and attached before the step after it; before the runbook first runs certbot itself, the lab's answers
+        are added to certbot's own config file (appended, the package's lines are kept)."""
+        if self._attach_before is not None and step.index == self._attach_before and self.s.backend == "vm":
+            return self.attach_new_data_volume()
         command = getattr(step, "command", "") or ""
         if not self.s.acme_directory or self.s.certbot_configured:
             return None
@@ -390,6 +408,28 @@ class Lab:
         return "appended the lab's ACME settings to /etc/letsencrypt/cli.ini: " + "; ".join(self.certbot_settings())
 
     # ---- volumes and a recovery host (restore drills) -----------------------------------------------
+    @property
+    def vm(self) -> Any:
+        """The VmHandle of the vm backend's target (owning process only for QMP work)."""
+        if self.s.backend != "vm":
+            raise LabError("this lab's target is not a VM")
+        self.target  # noqa: B018 - attaches from state when needed
+        return self._vm
+
+    def attach_new_data_volume(self) -> str:
+        """vm: the console steps "create a gp3 volume, attach it" done by the backend: a new empty disk
+        hot-plugged into the running target as /dev/nvme1n1."""
+        handle = self.vm
+        disk = handle.new_volume("data-volume")
+        how = handle.vm.attach_data_disk(disk)
+        self.s.vm = handle.state()
+        self.adaptations.append(Adaptation(
+            "lab.vm-data-volume", "the console steps (create a gp3 volume, attach it) are performed by the vm "
+            "backend: a new empty disk attached to the running target as /dev/nvme1n1",
+            f"{disk.name}, virtual size {_virtual_size(disk)} (the runbook's 200 GB is checked in the AWS plan), "
+            f"attached by {how}; NVMe serial stdbc-data"))
+        return f"created a new volume {disk.name} and attached it to the target VM ({how}) as /dev/nvme1n1"
+
     def data_volume_file(self) -> Path:
         return self.workdir / "data-volume.img"
 
@@ -469,6 +509,16 @@ def _in_parallel(calls: list[Callable[[], Any]]) -> None:
         futures = [pool.submit(call) for call in calls]
     for future in futures:
         future.result()
+
+
+def _virtual_size(disk: Path) -> str:
+    proc = subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True, text=True,
+                          timeout=30)
+    try:
+        size = json.loads(proc.stdout)["virtual-size"]
+    except (ValueError, KeyError):
+        return "unknown"
+    return f"{size / 2**30:.0f} GiB"
 
 
 def _host_nameservers() -> list[str]:

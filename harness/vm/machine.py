@@ -38,7 +38,8 @@ from harness.vm.util import Progress, Stopwatch, run, stderr_progress
 
 GUEST_USER = "ubuntu"
 GUEST_UID = 1000
-ROOT_SLOT, DATA_SLOT = 4, 5
+# fixed PCI slots: the data disk's slot must stay free for hot-plug (an auto-placed NIC would take it)
+RNG_SLOT, SLIRP_SLOT, ROOT_SLOT, DATA_SLOT, LAB_NIC_SLOT = 2, 3, 4, 5, 6
 DATA_ID, DATA_NODE, DATA_SERIAL = "nvme-data", "data0", "stdbc-data"
 KERNEL_APPEND = "root=/dev/nvme0n1 rw console=ttyS0 net.ifnames=1"
 
@@ -68,7 +69,8 @@ class VirtualMachine:
     def __init__(self, run_id: str, image: VmImage, *, name: str = "target", hostname: str | None = None,
                  memory_mib: int = 2048, cpus: int = 2, lab_nic: LabNic | None = None,
                  data_disk: Path | None = None, accel: str | None = None, serial_log: Path | None = None,
-                 boot_timeout: float = 300.0, progress: Progress = stderr_progress) -> None:
+                 boot_timeout: float = 300.0, progress: Progress = stderr_progress,
+                 extra_files: list[diskedit.FileSpec] | None = None) -> None:
         self.run_id = run_id
         self.image = image
         self.name = name
@@ -78,6 +80,7 @@ class VirtualMachine:
         self.cpus = cpus
         self.lab_nic = lab_nic
         self.data_disk: Path | None = data_disk
+        self.extra_files = list(extra_files or [])
         self.accel = accel
         self.serial_log_copy = serial_log
         self.boot_timeout = boot_timeout
@@ -358,16 +361,16 @@ class VirtualMachine:
                 "-blockdev", json.dumps({"driver": "qcow2", "node-name": "root0", "discard": "unmap",
                                          "file": {"driver": "file", "filename": str(self.overlay)}}),
                 "-device", f"nvme,id=nvme-root,drive=root0,serial=stdbc-root,bus=pci.0,addr={hex(ROOT_SLOT)}",
-                "-device", "virtio-rng-pci",
+                "-device", f"virtio-rng-pci,bus=pci.0,addr={hex(RNG_SLOT)}",
                 "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
-                "-device", f"virtio-net-pci,netdev=net0,mac={SLIRP_MAC}"]
+                "-device", f"virtio-net-pci,netdev=net0,mac={SLIRP_MAC},bus=pci.0,addr={hex(SLIRP_SLOT)}"]
         if self.data_disk is not None:
             argv += ["-blockdev", json.dumps(self._data_blockdev()),
                      "-device", f"nvme,id={DATA_ID},drive={DATA_NODE},serial={DATA_SERIAL},bus=pci.0,"
                                 f"addr={hex(DATA_SLOT)}"]
         if self.tap is not None:
             argv += ["-netdev", f"tap,id=net1,ifname={self.tap},script=no,downscript=no",
-                     "-device", f"virtio-net-pci,netdev=net1,mac={self.mac}"]
+                     "-device", f"virtio-net-pci,netdev=net1,mac={self.mac},bus=pci.0,addr={hex(LAB_NIC_SLOT)}"]
         return argv
 
     def _data_blockdev(self) -> dict[str, object]:
@@ -383,7 +386,8 @@ class VirtualMachine:
             files.append(diskedit.FileSpec("/etc/hosts", hosts_file(self.hostname).encode()))
         if self.lab_nic is not None:
             files.append(diskedit.FileSpec(LAB_NETWORK_FILE, lab_network_file(self.lab_nic, self.mac).encode()))
-        return files
+        overridden = {f.path for f in self.extra_files}
+        return [f for f in files if f.path not in overridden] + self.extra_files
 
     def _host_keys(self) -> list[diskedit.FileSpec]:
         """Fresh ssh host keys for this VM, made on the host (RSA key generation takes ~10 s under TCG)."""

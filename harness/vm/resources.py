@@ -108,8 +108,9 @@ def release(record: VmRecord) -> list[str]:
     return removed
 
 
-def cleanup_dead_vm_resources(tmp_root: Path | None = None) -> list[str]:
-    """Remove tap devices, qemu processes and work dirs of VM runs whose owning kit process is dead."""
+def cleanup_dead_vm_resources(tmp_root: Path | None = None, *, all_runs: bool = False) -> list[str]:
+    """Remove tap devices, qemu processes and work dirs of VM runs whose owning kit process is dead
+    (of every VM run with `all_runs`)."""
     root = tmp_root or Path(tempfile.gettempdir())
     removed: list[str] = []
     for workdir in sorted(root.glob("stdbc-*-vm-*")):
@@ -119,6 +120,6 @@ def cleanup_dead_vm_resources(tmp_root: Path | None = None) -> list[str]:
                 shutil.rmtree(workdir, ignore_errors=True)
                 removed.append(f"dir {workdir}")
             continue
-        if not record.owner_alive():
+        if all_runs or not record.owner_alive():
             removed += release(record)
     return removed

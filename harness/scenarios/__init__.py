@@ -1,0 +1,83 @@
+"""Scenario generators: what the run does to the lab before a suite judges it.
+
+As in Jepsen, the generator acts and records a history; the suite's checks judge the recorded history
+and never act themselves. Generators run in the process that owns the lab, the only one that may reboot
+a VM, attach or detach its disks and snapshot them. A generator never raises for what it observed: a
+reboot that never came back is part of the history (with the error), and the checks judge it.
+
+Registered generators (suite -> module with `generate(lab, state, progress) -> dict`):
+- mounts          harness.scenarios.reboot        reboot, boot without the data volume, re-attach
+- backup_restore  harness.scenarios.restore_drill seed, write, snapshot, restore, verify (when present)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError
+
+GENERATORS = {"mounts": "harness.scenarios.reboot", "backup_restore": "harness.scenarios.restore_drill"}
+
+Progress = Callable[[str], None]
+
+
+def generate(suite: str, *, lab: Any, state_path: Path, timer: Any, progress: Progress) -> Path | None:
+    """Run `suite`'s generator (if it has one), save its history next to the state and point the state at it."""
+    module_name = GENERATORS.get(suite)
+    if module_name is None:
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        return None
+    state = json.loads(state_path.read_text())
+    with timer.phase(f"scenario:{suite}"):
+        started = time.monotonic()
+        try:
+            history = module.generate(lab, state, progress)
+        except LabError as exc:
+            history = {"applicable": True, "error": exc.one_line(), "events": []}
+        history["seconds"] = round(time.monotonic() - started, 1)
+    path = Path(state["workdir"]) / f"history-{suite}.json"
+    path.write_text(json.dumps(history, indent=2, default=str))
+    state.setdefault("histories", {})[suite] = str(path)
+    state["lab"] = lab.state()
+    state_path.write_text(json.dumps(state, indent=2))
+    return path
+
+
+def load_history(state: dict[str, Any], suite: str) -> dict[str, Any] | None:
+    path = (state.get("histories") or {}).get(suite)
+    if not path or not Path(path).exists():
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def observe(target: Any, probes: dict[str, str], *, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    """Run every probe in one round trip; {name: {"command", "status", "output"}} (output = stdout+stderr)."""
+    marker = "--stdbc-probe--"
+    script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; echo \"{marker}exit=$?\""
+                       for name, command in probes.items())
+    res = target.run(script, timeout=timeout)
+    found: dict[str, dict[str, Any]] = {name: {"command": command, "status": None, "output": ""}
+                                        for name, command in probes.items()}
+    name, lines = "", []
+    for line in res.stdout.splitlines():
+        if line.startswith(marker + "exit=") and name:
+            found[name]["output"] = "\n".join(lines).strip()
+            found[name]["status"] = int(line.rsplit("=", 1)[1] or -1)
+            name, lines = "", []
+        elif line.startswith(marker):
+            name, lines = line[len(marker):], []
+        elif name:
+            lines.append(line)
+    if res.timed_out or res.exit_status == 255:
+        for entry in found.values():
+            if entry["status"] is None:
+                entry["output"] = f"(no answer: {res.stderr.strip()[-200:] or 'timed out'})"
+    return found
