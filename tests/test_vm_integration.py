@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.lab import runs
+from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_RUN
 from harness.targets.vm_target import VmTarget
 from harness.vm import LabNic, VirtualMachine, create_disk, ensure_vm_image
 from harness.vm.diskedit import fsck
@@ -56,8 +58,10 @@ def lab_bridge() -> Iterator[dict[str, str] | None]:
         return
     name = f"stdbc-{RUN_ID}-vmtest"
     subnet = "172.31.231.0/24"
-    created = subprocess.run(["docker", "network", "create", "--subnet", subnet, "--label",
-                              f"stdbc.run={RUN_ID}", name], capture_output=True, text=True, timeout=60)
+    runs.register(RUN_ID)  # so `stdb-conformance clean` can tell this test's resources from a live run's
+    created = subprocess.run(["docker", "network", "create", "--subnet", subnet, "--label", f"{LABEL_RUN}={RUN_ID}",
+                              "--label", f"{LABEL_PID}={os.getpid()}", "--label", f"{LABEL_BOOT}={runs.host_boot_id()}",
+                              name], capture_output=True, text=True, timeout=60)
     if created.returncode != 0:
         yield None
         return
@@ -66,6 +70,7 @@ def lab_bridge() -> Iterator[dict[str, str] | None]:
                "gateway": "172.31.231.1"}
     finally:
         subprocess.run(["docker", "network", "rm", name], capture_output=True, timeout=60)
+        runs.unregister(RUN_ID)
 
 
 @pytest.fixture(scope="module")
