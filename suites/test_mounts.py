@@ -30,7 +30,7 @@ SERVICE_USER = "spacetimedb"
 
 
 def _fstab_step(plan: Plan) -> Step | None:
-    found = [s for s in plan.steps if s.kind is StepKind.LINE_EDIT and s.path == "/etc/fstab"]
+    found = [s for s in plan.runnable("apply") if s.kind is StepKind.LINE_EDIT and s.path == "/etc/fstab"]
     return found[0] if found else None
 
 
@@ -58,6 +58,15 @@ def _step_with(plan: Plan, pattern: str, section: str = "Format") -> Step | None
         if step.command and re.search(pattern, step.command) and any(section in h for h in step.ref.section):
             return step
     return None
+
+
+@pytest.fixture(autouse=True)
+def _plan_mounts_a_volume(plan: Plan, request: pytest.FixtureRequest) -> None:
+    """A plan without the fstab step (e.g. the self-hosting-only profile) promises no data volume."""
+    if _fstab_step(plan) is None:
+        check = request.getfixturevalue("check")
+        check.not_applicable("this plan adds no /etc/fstab line (the profile leaves out the data-volume section): "
+                             "nothing about a data volume to prove")
 
 
 @pytest.fixture(scope="module")
