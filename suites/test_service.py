@@ -69,6 +69,12 @@ def test_unit_active(target, plan: Plan, check: CheckRecorder) -> None:
     res = check.run(target, f"systemctl is-active {SERVICE}", label="is-active")
     check.run(target, f"systemctl status --no-pager -n 20 {SERVICE}", label="status")
     assert res.stdout.strip() == "active", f"unit is {res.stdout.strip() or 'unknown'}, not active"
+    # a unit in a crash loop (Restart=always) is "active" for a moment after each fork: it must stay up
+    show = f"systemctl show -p MainPID -p NRestarts --value {SERVICE}"
+    first = check.run(target, show, label="main pid and restarts")
+    later = check.run(target, f"sleep 3; {show}; systemctl is-active {SERVICE}", label="3 s later")
+    assert later.stdout.split() == first.stdout.split() + ["active"], \
+        f"the unit does not stay up: main pid/restarts {first.stdout.split()} then {later.stdout.split()}"
 
 
 @pytest.mark.check("service.runs-as-dedicated-user",

@@ -130,6 +130,29 @@ def test_qemu_command_line(tmp_path):
     assert blockdevs[1]["file"]["filename"] == str(tmp_path / "data.qcow2")
 
 
+def test_pci_slots_keep_the_data_disk_slot_free_for_hotplug(tmp_path):
+    machine = VirtualMachine("deadbeef", _image(tmp_path), accel="tcg",
+                             lab_nic=LabNic(bridge="br-x", address="172.18.0.50/16"))
+    machine.workdir = tmp_path
+    machine.tap = "stdbcdeadbeeft0"
+    devices = [a for i, a in enumerate(machine.qemu_argv()) if i and machine.qemu_argv()[i - 1] == "-device"]
+    slots = [d.split("addr=")[1].split(",")[0] for d in devices if "addr=" in d]
+    assert len(slots) == len(devices) == 4 and len(set(slots)) == 4, devices  # every device placed explicitly
+    assert "0x5" not in slots  # the data disk's slot, hot-plugged later
+
+
+def test_boot_panic_is_seen_only_after_the_boot_started(tmp_path):
+    machine = VirtualMachine("deadbeef", _image(tmp_path))
+    machine.workdir = tmp_path
+    machine.serial_path.write_text("[ 9.3] Kernel panic - not syncing: old boot\n")
+    offset = machine.serial_path.stat().st_size
+    assert machine._panic_since(0).startswith("[ 9.3] Kernel panic")
+    assert machine._panic_since(offset) == ""
+    with open(machine.serial_path, "a") as handle:
+        handle.write("booting\n[ 8.1] Kernel panic - not syncing: Fatal exception in interrupt\n")
+    assert "Fatal exception" in machine._panic_since(offset)
+
+
 def test_qemu_command_line_minimal_kvm(tmp_path):
     machine = VirtualMachine("deadbeef", _image(tmp_path), accel="kvm")
     machine.workdir = tmp_path

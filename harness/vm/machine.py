@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -95,6 +96,7 @@ class VirtualMachine:
         self.last_boot_seconds = 0.0
         self._snapshots = 0
         self._down = False
+        self.panics: list[str] = []  # guest kernel panics seen during boots (each followed by one retry)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> VirtualMachine:
@@ -157,9 +159,38 @@ class VirtualMachine:
             release(self.record)
 
     def boot(self, timeout: float | None = None) -> str:
-        """Start qemu (cold boot) and wait until ssh answers; returns the guest boot id."""
+        """Start qemu (cold boot) and wait until ssh answers; returns the guest boot id. A guest kernel panic
+        during boot (seen intermittently under TCG on a loaded host) gets one more cold boot, reported."""
+        try:
+            return self._boot_once(timeout)
+        except GuestPanic as exc:
+            self.progress(f"VM {self.label}: guest kernel panicked during boot ({exc.one_line()}); "
+                          "powering off and booting again (once)")
+            self.panics.append(exc.one_line())
+            self._stop_qemu()
+            return self._boot_once(timeout)
+
+    def _stop_qemu(self) -> None:
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def _panic_since(self, offset: int) -> str:
+        try:
+            with open(self.serial_path, "rb") as handle:
+                handle.seek(offset)
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return next((line.strip() for line in text.splitlines() if "Kernel panic" in line), "")
+
+    def _boot_once(self, timeout: float | None) -> str:
         if self.running:
             raise LabError(f"VM {self.label} is already running")
+        offset = self.serial_path.stat().st_size if self.serial_path.exists() else 0
         watch = Stopwatch()
         self.ssh_port = self.ssh_port or free_local_port()  # kept across cold boots (stable ssh address)
         qemu_log = open(self.workdir_path / "qemu.log", "ab")  # noqa: SIM115 - owned by the child
@@ -174,7 +205,14 @@ class VirtualMachine:
         self.record.qemu_pids.append(self.proc.pid)
         self.record.save()
         self.qmp = Qmp(self.qmp_path).connect(wait=30)
-        boot_id = self._wait_ssh(timeout or self.boot_timeout, "boot")
+        try:
+            boot_id = self._wait_ssh(timeout or self.boot_timeout, "boot",
+                                     alive=lambda: self.running and not self._panic_since(offset))
+        except LabError as exc:
+            panic = self._panic_since(offset)
+            if panic:
+                raise GuestPanic(f"VM {self.label}: {panic}") from exc
+            raise
         self.last_boot_seconds = watch.seconds
         self.progress(f"VM {self.label}: ssh up {watch.seconds:.0f}s after qemu start ({self.accel})")
         self.verify_disk_layout()
@@ -410,9 +448,9 @@ class VirtualMachine:
             raise LabError(f"VM {self.label} is not running")
         return self.qmp
 
-    def _wait_ssh(self, timeout: float, what: str) -> str:
+    def _wait_ssh(self, timeout: float, what: str, alive: Callable[[], bool] | None = None) -> str:
         try:
-            return wait_for_ssh(self.endpoint, timeout=timeout, alive=lambda: self.running,
+            return wait_for_ssh(self.endpoint, timeout=timeout, alive=alive or (lambda: self.running),
                                 what=f"VM {self.label} {what}")
         except LabError as exc:
             raise LabError(f"{exc.one_line()}; serial console tail: {self.serial_tail()}") from exc
@@ -441,6 +479,10 @@ class VirtualMachine:
             return "(no serial log)"
         tail = [x.strip() for x in text.splitlines() if x.strip()][-lines:]
         return " | ".join(tail) or "(empty)"
+
+
+class GuestPanic(LabError):
+    """The guest kernel panicked before ssh answered."""
 
 
 class SnapshotJob:
