@@ -95,6 +95,11 @@ def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
     return result
 
 
+def apply_step(step: Step, target: Target) -> StepRecord:
+    """Run one step on `target` (used for the restore flow on a recovery host)."""
+    return _apply_step(step, target, [])
+
+
 def _section_name(step: Step) -> str:
     title = step.ref.section[-1] if step.ref.section else ""
     return (title[:40] + "...") if len(title) > 43 else title

@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from reports.matrix import scenario_rows, traceability
+from reports.matrix import restore_drill, scenario_rows, traceability
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -98,6 +98,19 @@ def render_html(report: dict[str, Any]) -> str:
                     f'<td>{escape(r["note"])}</td></tr>' for r in scenario_rows(report))
     boots = (f'<section><h2>Boots and scenarios</h2><table><tr><th>scenario</th><th>event</th><th>boot id</th>'
              f'<th>s</th><th>note</th></tr>{brows}</table></section>') if brows else ""
+    drill = restore_drill(report)
+    drill_html = ""
+    if drill:
+        facts = "".join(f"<tr><th>{escape(label)}</th><td>{escape(str(value))}</td></tr>"
+                        for label, value in drill["facts"])
+        rows = "".join(f'<tr><td>{escape(t["table"])}</td><td>{t["expected_rows"]}</td><td>{t["restored_rows"]}</td>'
+                       f'<td><code>{escape(t["expected_sha256"][:16])}</code></td>'
+                       f'<td><code>{escape((t["restored_sha256"] or "-")[:16])}</code></td></tr>'
+                       for t in drill["tables"])
+        drill_html = (f'<section><h2>Restore drill</h2><table>{facts}</table><table><tr><th>table</th><th>expected '
+                      f'rows</th><th>restored rows</th><th>expected sha256</th><th>restored sha256</th></tr>{rows}'
+                      f'</table></section>')
+    boots += drill_html
     body = (f'{head}<div class="grid">{finding_table}{matrix}</div>'
             f'<section><h2>Evidence for failed checks ({len(failed)})</h2></section>{evidence}'
             f'<section><h2>Adaptations made to run the runbook</h2><ul>{adaptations or "<li>None.</li>"}</ul>'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.matrix import scenario_rows, traceability
+from reports.matrix import restore_drill, scenario_rows, traceability
 
 
 def _cell(text: Any) -> str:
@@ -74,6 +74,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "|---|---|---|---|---|"]
         out += [f"| {r['scenario']} | {r['event']} | `{r['boot_id']}` | {r['seconds']} | {_cell(r['note'])} |"
                 for r in boots]
+    drill = restore_drill(report)
+    if drill:
+        out += ["", "## Restore drill", "", "| | |", "|---|---|"]
+        out += [f"| {label} | {_cell(str(value))} |" for label, value in drill["facts"]]
+        out += ["", "| table | expected rows | restored rows | expected sha256 | restored sha256 |",
+                "|---|---|---|---|---|"]
+        out += [f"| {t['table']} | {t['expected_rows']} | {t['restored_rows']} | `{t['expected_sha256'][:16]}` | "
+                f"`{(t['restored_sha256'] or '-')[:16]}` |" for t in drill["tables"]]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()]
     slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]

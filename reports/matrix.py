@@ -52,3 +52,35 @@ def scenario_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         if item.get("error"):
             rows.append({"scenario": name, "event": "error", "boot_id": "", "seconds": "", "note": item["error"]})
     return rows
+
+
+def restore_drill(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The restore drill's figures for the report: {"facts": [(label, value)], "tables": [row dicts]}."""
+    item = (report.get("environment", {}).get("scenario_backup_restore") or {})
+    restore = item.get("restore")
+    if not item.get("applicable") or not restore:
+        return None
+    seq = restore.get("seq") or {}
+
+    def secs(value: Any) -> str:
+        return f"{value:.1f} s" if isinstance(value, (int, float)) else "not measured"
+
+    copies = "; ".join(f"copy {n}: {c.get('outcome')} ({c.get('copy_seconds')} s to copy)"
+                       for n, c in enumerate(restore.get("live_copies", []), start=1)) or "not run"
+    facts = [
+        ("oracle verdict", restore.get("verdict")),
+        ("mutant", restore.get("mutant") or "none"),
+        ("seed", restore.get("seed")),
+        ("snapshot", f"{restore.get('consistency')} ({secs(restore.get('snapshot_seconds'))})"),
+        ("last write acknowledged before the snapshot began (seq)", seq.get("last_acked_before_snapshot")),
+        ("highest restored seq / restored seq rows",
+         f"{seq.get('restored_max_seq')} / {seq.get('restored_seq_rows')}"),
+        ("last acknowledged seq / highest attempted",
+         f"{seq.get('last_acked_seq')} / {seq.get('max_attempted_seq')}"),
+        ("loss window",
+         f"{restore.get('loss_window_seq')} acknowledged writes, {secs(restore.get('loss_window_seconds'))}"),
+        ("RTO (restore start to verified data)", f"{secs(restore.get('rto_seconds'))} (service answering after "
+                                                  f"{secs(restore.get('rto_service_ready_seconds'))})"),
+        ("copies of the live /stdb while writing (evidence)", copies),
+    ]
+    return {"facts": facts, "tables": restore.get("tables", [])}

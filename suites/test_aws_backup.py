@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.aws.coverage import selection_covers
 from harness.aws.moto_lab import client
 from harness.model import Plan, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
@@ -133,9 +134,7 @@ def test_selection(aws, plan: Plan, check: CheckRecorder) -> None:
             detail = backup.get_backup_selection(BackupPlanId=p["BackupPlanId"],
                                                  SelectionId=sel["SelectionId"])["BackupSelection"]
             shown.append(detail)
-            by_tag = any(tags.get(c["ConditionKey"]) == c["ConditionValue"] for c in detail.get("ListOfTags") or [])
-            by_arn = any(volume["VolumeId"] in arn or arn.endswith("*") for arn in detail.get("Resources") or [])
-            covered = covered or by_tag or by_arn
+            covered = covered or selection_covers(detail, volume["VolumeId"], tags)
     check.note("selections", json.dumps(shown, indent=1, default=str))
     check.note("data volume tags", json.dumps(tags))
     assert covered, f"no selection covers {volume['VolumeId']} (tags {tags})"

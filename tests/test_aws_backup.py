@@ -76,3 +76,28 @@ def _gp2_volume(state: dict) -> None:
 def test_mutant_turns_named_check_red(account: dict, runbook_path: Path, tmp_path: Path, mutate, red: str) -> None:  # type: ignore[no-untyped-def]
     mutate(account)
     assert _suite(account, runbook_path, tmp_path)[red] == "failed"
+
+
+# moto has no backup selection API, so the end-to-end selection mutant cannot be expressed in the lab
+# (the check reports not-applicable there); the judgement itself is proven here, covering and not.
+VOLUME = "vol-0123456789abcdef0"
+TAGS = {"Name": "spacetimedb-data"}
+
+
+@pytest.mark.parametrize(("selection", "covers"), [
+    ({"ListOfTags": [{"ConditionType": "STRINGEQUALS", "ConditionKey": "Name", "ConditionValue": "spacetimedb-data"}]},
+     True),
+    ({"Resources": [f"arn:aws:ec2:eu-west-1:111122223333:volume/{VOLUME}"]}, True),
+    ({"Resources": ["arn:aws:ec2:*:*:volume/*"]}, True),
+    # mutants: the selection that does not cover the volume
+    ({"ListOfTags": [{"ConditionType": "STRINGEQUALS", "ConditionKey": "Name", "ConditionValue": "spacetimedb-logs"}]},
+     False),
+    ({"Resources": ["arn:aws:ec2:eu-west-1:111122223333:volume/vol-0fedcba987654321f"]}, False),
+    ({"Resources": ["arn:aws:ec2:*:*:instance/*"]}, False),
+    ({"Resources": ["arn:aws:ec2:*:*:volume/*"], "NotResources": [f"arn:aws:ec2:*:*:volume/{VOLUME}"]}, False),
+    ({}, False),
+], ids=["tag", "volume-arn", "volume-wildcard", "other-tag", "other-volume", "instances-only", "excluded", "empty"])
+def test_selection_coverage_judgement(selection: dict, covers: bool) -> None:
+    from harness.aws.coverage import selection_covers
+
+    assert selection_covers(selection, VOLUME, TAGS) is covers

@@ -1,6 +1,7 @@
 """Lab test (docker): on the docker backend the `mounts` suite decides what a container can show (the fstab
 entry, the mount now, the owner) and reports every reboot check not-applicable with the reason, never
-passed; the verdict is then `incomplete` (exit 4), not `pass`."""
+passed; this runbook has no restore procedure, so every backup_restore check is not-applicable too.
+The verdict is then `incomplete` (exit 4)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,21 @@ STATIC = {"mounts.fstab-entry-by-uuid", "mounts.fstab-entry-as-documented", "mou
           "mounts.stdb-is-data-volume", "mounts.owned-by-service-user"}
 
 
-def test_docker_never_claims_reboot_checks(tmp_path: Path) -> None:
+def test_docker_never_claims_reboot_or_restore_checks(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--runbook", str(RUNBOOK), "--suites", "mounts",
-                           "--report-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--runbook", str(RUNBOOK), "--suites",
+                           "mounts,backup_restore", "--report-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
     report = json.loads((out / "conformance.json").read_text())
     outcomes = {c["id"]: c for c in report["checks"]}
     assert STATIC <= set(outcomes), sorted(outcomes)
     assert {i: outcomes[i]["outcome"] for i in STATIC} == dict.fromkeys(STATIC, "passed")
-    reboot = {i: c for i, c in outcomes.items() if i not in STATIC}
+    drill = {i: c for i, c in outcomes.items() if i.startswith("backup_restore.")}
+    assert len(drill) == 14, sorted(drill)
+    for check_id, check in drill.items():
+        assert check["outcome"] == "not-applicable", (check_id, check["outcome"])
+        assert "no restore procedure" in check["message"], check["message"]
+    reboot = {i: c for i, c in outcomes.items() if i not in STATIC and i not in drill}
     assert len(reboot) >= 5, sorted(reboot)
     for check_id, check in reboot.items():
         assert check["outcome"] == "not-applicable", (check_id, check["outcome"])

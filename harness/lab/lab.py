@@ -38,6 +38,7 @@ Progress = Callable[[str], None]
 MIRROR_HOST = "install.spacetimedb.com"
 ACME_HOST = "acme.lab.test"
 TARGET_HOSTNAME = "stdb-target"
+RECOVERY_HOSTNAME = "stdb-recovery"
 DATA_DEVICE = "/dev/nvme1n1"
 DATA_SIZE_MB = 1024
 HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50, "recovery": 60}
@@ -84,6 +85,7 @@ class LabState:
     vm: dict[str, Any] = field(default_factory=dict)
     certbot_configured: bool = False
     extra_loop_devices: list[str] = field(default_factory=list)
+    recovery_vm: dict[str, Any] = field(default_factory=dict)  # vm: the restore drill's recovery host
 
 
 class Lab:
@@ -94,6 +96,7 @@ class Lab:
         self.adaptations: list[Adaptation] = []
         self.ca: LabCA | None = None
         self._vm: Any = None
+        self._recovery_vm: Any = None
         self._attach_before: int | None = None  # vm: plan index of the step right after the console attach
 
     def follow_plan(self, plan: Any) -> None:
@@ -351,19 +354,26 @@ class Lab:
         state = target.wait_running(timeout=90)
         progress(f"target {self.s.containers['target']} ({self.s.ips['target']}, {self.domain}): systemd {state}")
 
-    def _vm_target(self, progress: Progress) -> None:
-        from harness.vm.lab_target import start_vm_target
-
-        network_id = docker_text("network", "inspect", "-f", "{{.Id}}", self.s.network)
+    def _lab_names(self) -> dict[str, str]:
         hosts = {self.domain: self.s.ips["target"], TARGET_HOSTNAME: self.s.ips["target"]}
         if "mirror" in self.s.containers:
             hosts[MIRROR_HOST] = self.s.ips["mirror"]
         if "acme" in self.s.containers:
             hosts[ACME_HOST] = self.s.ips["acme"]
-        self._vm = start_vm_target(
-            run_id=self.run_id, workdir=self.workdir, bridge=f"br-{network_id[:12]}", ip=self.s.ips["target"],
-            prefix=24, gateway=self.s.subnet.rsplit(".", 1)[0] + ".1", hostname=TARGET_HOSTNAME, hosts=hosts,
-            nameservers=_host_nameservers(), ca_pem=self.ca_cert_path.read_bytes(), files={}, progress=progress)
+        return hosts
+
+    def _start_vm(self, role: str, hostname: str, progress: Progress) -> Any:
+        from harness.vm.lab_target import start_vm_target
+
+        network_id = docker_text("network", "inspect", "-f", "{{.Id}}", self.s.network)
+        return start_vm_target(
+            run_id=self.run_id, workdir=self.workdir, bridge=f"br-{network_id[:12]}", ip=self.s.ips[role],
+            prefix=24, gateway=self.s.subnet.rsplit(".", 1)[0] + ".1", hostname=hostname,
+            hosts=self._lab_names(), nameservers=_host_nameservers(), ca_pem=self.ca_cert_path.read_bytes(),
+            files={}, progress=progress, name=role)
+
+    def _vm_target(self, progress: Progress) -> None:
+        self._vm = self._start_vm("target", TARGET_HOSTNAME, progress)
         self.s.vm = self._vm.state()
 
     def _prepare_target(self, progress: Progress) -> None:
@@ -474,9 +484,36 @@ class Lab:
         host.run("update-ca-certificates", timeout=60)
         return host
 
+    def add_recovery_vm(self, progress: Progress = print) -> Any:
+        """vm: a second, fresh Ubuntu 24.04 VM from the same image on the lab network (the restore drill's
+        recovery host, like the target before the runbook ran; lab names and lab CA as on the target).
+        Owned by this process; released by `down()` and by the dead-run sweep (its VM record)."""
+        if self.s.backend != "vm":
+            raise LabError("a recovery VM needs the vm backend")
+        if self._recovery_vm is not None:
+            raise LabError("this lab already has a recovery VM")
+        self._recovery_vm = self._start_vm("recovery", RECOVERY_HOSTNAME, progress)
+        self.s.recovery_vm = self._recovery_vm.state()
+        return self._recovery_vm
+
+    def release_recovery_vm(self) -> None:
+        """Power the recovery VM off and remove its resources (its disks live in the lab's workdir)."""
+        if self._recovery_vm is not None:
+            self._recovery_vm.down()
+            self._recovery_vm = None
+        elif self.s.recovery_vm:
+            from harness.vm.lab_target import VmHandle
+
+            VmHandle.from_state(self.s.recovery_vm).down()
+        self.s.recovery_vm = {}
+
     # ---- down --------------------------------------------------------------------------------------
     def down(self) -> None:
         """Remove everything this lab created. Idempotent; never raises for already-gone resources."""
+        try:
+            self.release_recovery_vm()
+        except Exception:  # noqa: BLE001 - the sweep below still runs
+            pass
         if self.s.backend == "vm" and (self._vm is not None or self.s.vm):
             try:
                 if self._vm is None:

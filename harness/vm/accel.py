@@ -70,6 +70,9 @@ def kvm_boot_probe(kernel: Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[boo
         return False, f"qemu -accel kvm: {reason[0]}"
 
 
+_WARNED: list[bool] = []  # the TCG warning is printed once per process (a run may boot several VMs)
+
+
 def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cache: bool = True) -> str:
     """Return "kvm" or "tcg" (warning once on stderr when falling back)."""
     forced = os.environ.get("STDB_VM_ACCEL", "").strip().lower()
@@ -81,8 +84,9 @@ def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cach
         try:
             known = json.loads(cache.read_text())
             if known.get("boot_id") == boot and known.get("kernel") == str(kernel):
-                if not known["kvm"]:
+                if not known["kvm"] and not _WARNED:
                     progress(TCG_WARNING.format(reason=known["reason"]))
+                    _WARNED.append(True)
                 return "kvm" if known["kvm"] else "tcg"
         except (OSError, ValueError, KeyError):
             pass
@@ -95,4 +99,5 @@ def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cach
         cache.write_text(json.dumps({"boot_id": boot, "kernel": str(kernel), "kvm": ok, "reason": reason}))
     if not ok:
         progress(TCG_WARNING.format(reason=reason))
+        _WARNED.append(True)
     return "kvm" if ok else "tcg"

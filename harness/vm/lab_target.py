@@ -129,7 +129,7 @@ def start_vm_target(*, run_id: str, workdir: Path, bridge: str, ip: str, prefix:
     vm = VirtualMachine(run_id, image, name=name, hostname=hostname, lab_nic=nic, data_disk=data_disk,
                         progress=progress, extra_files=extra)
     vm.up()
-    progress(f"target VM {vm.label}: {ip} on {bridge}, ssh 127.0.0.1:{vm.ssh_port}, {vm.accel}, "
+    progress(f"{name} VM {vm.label}: {ip} on {bridge}, ssh 127.0.0.1:{vm.ssh_port}, {vm.accel}, "
              f"booted in {vm.last_boot_seconds:.0f}s")
     return VmHandle(vm, ip, Path(workdir) / "volumes")
 

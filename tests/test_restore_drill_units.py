@@ -1,0 +1,71 @@
+"""Fast parts of the restore drill: which steps form the runbook's restore flow, the RPO/RTO examples the
+suite compares with, and how the report shows the drill (no lab needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.planner import build_plan
+from harness.scenarios.restore_drill import restore_flow, summary
+from reports.contract import RunReport, write_reports
+from tests.conftest import REPO_ROOT
+
+SHARED = REPO_ROOT.parent / "shared" / "runbook" / "self-hosting.md"
+DRILL = REPO_ROOT / "tests" / "runbooks" / "restore-drill.md"
+
+
+def test_the_flow_is_the_last_restore_procedure_of_the_shared_runbook() -> None:
+    plan = build_plan(SHARED)
+    flow = restore_flow(plan)
+    actions = [s.params.get("action") or s.command for s in flow]
+    assert actions == ["restore_volume_from_snapshot", "attach_volume", "mount_volume",
+                       "sudo chown -R spacetimedb:spacetimedb /stdb", "sudo systemctl start spacetimedb",
+                       "verify_query"], actions
+    assert flow[1].params.get("instance") == "recovery"
+    assert all(s.phase == "restore" for s in flow)
+
+
+def test_a_runbook_without_a_restore_procedure_has_no_flow() -> None:
+    assert restore_flow(build_plan(REPO_ROOT / "tests" / "runbooks" / "volume-before-install.md")) == []
+
+
+def test_the_test_runbook_has_the_shared_flow_and_targets() -> None:
+    from suites.test_backup_restore import _runbook_target
+
+    assert len(restore_flow(build_plan(DRILL))) == 6
+    assert _runbook_target(str(DRILL), "RPO") == (3600.0, "RPO (data loss tolerance): e.g. 1 hour")
+    assert _runbook_target(str(SHARED), "RTO") == (1800.0, "RTO (time to restore): e.g. 30 minutes")
+    assert _runbook_target(str(REPO_ROOT / "tests" / "runbooks" / "volume-before-install.md"), "RTO") is None
+
+
+def _history() -> dict:
+    return {
+        "applicable": True, "mutant": "", "seed": 7, "consistency": "crash-consistent: test",
+        "expected_tables": {"floats": {"count": 3, "checksum": "a" * 64}, "texts": {"count": 2, "checksum": "b" * 64}},
+        "verdict": {"verdict": "fail", "properties": [
+            {"id": "baseline_rows_identical", "ok": False, "summary": "differs: floats", "evidence": {"tables": {
+                "floats": {"expected_count": 3, "restored_count": 0, "restored_checksum": "c" * 64},
+                "texts": {"expected_count": 2, "restored_count": 2, "restored_checksum": "b" * 64}}}}],
+            "measurements": {"last_acked_before_snapshot": 41, "restored_max_seq": 57, "restored_seq_rows": 57,
+                             "last_acked_seq": 90, "max_attempted_seq": 91, "rto_verified_seconds": 123.4,
+                             "rto_seconds": 110.0, "loss_window_seq": 33, "loss_window_seconds": 4.5}},
+        "live_copy_results": [{"copy_started_at": 1.0, "copy_finished_at": 1.5, "started": True,
+                               "verdict": {"outcome": "consistent", "observations": ["all there"]}}],
+    }
+
+
+def test_the_report_shows_counts_checksums_seq_rto_and_loss_window(tmp_path: Path) -> None:
+    report = RunReport(run_id="r1", backend="vm", runbook_path=str(DRILL), runbook_sha256="a" * 64,
+                       profile="default", environment={"scenario_backup_restore": {
+                           "applicable": True, "events": [], "restore": summary(_history())}})
+    paths = write_reports(report, tmp_path)
+    text = paths["markdown"].read_text() if "markdown" in paths else (tmp_path / "conformance.md").read_text()
+    html = paths["html"].read_text()
+    assert "<h2>Restore drill</h2>" in html and "cccccccccccccccc" in html
+    assert "## Restore drill" in text
+    assert "| floats | 3 | 0 | `aaaaaaaaaaaaaaaa` | `cccccccccccccccc` |" in text
+    assert "| texts | 2 | 2 |" in text
+    assert "| last write acknowledged before the snapshot began (seq) | 41 |" in text
+    assert "57 / 57" in text and "90 / 91" in text
+    assert "123.4 s" in text and "33 acknowledged writes, 4.5 s" in text and "110.0 s" in text
+    assert "copy 1: consistent" in text
