@@ -48,11 +48,14 @@ def _require(history: dict[str, Any], name: str) -> dict[str, Any]:
     return event
 
 
-def _property(history: dict[str, Any], pid: str, check: CheckRecorder) -> dict[str, Any]:
+def _property(history: dict[str, Any], pid: str, check: CheckRecorder, plan: Plan) -> dict[str, Any]:
+    """The oracle's judgement of `pid`; the check is tied to the restore flow only once the drill got that
+    far (a drill stopped earlier is one finding, on the stage that broke, not one per check)."""
     verdict = history.get("verdict")
     assert verdict, f"the restored database was never judged: {history.get('error') or 'the drill stopped early'}"
     prop = next((p for p in verdict["properties"] if p["id"] == pid), None)
     assert prop is not None, f"the oracle has no property {pid}"
+    _ref_flow(check, plan)
     check.note(f"oracle: {pid}", {"ok": prop["ok"], "summary": prop["summary"], "evidence": prop.get("evidence")})
     if prop["ok"] is None:
         check.not_applicable(f"the oracle could not decide {pid}: {prop['summary']}")
@@ -106,8 +109,8 @@ def _ref_flow(check: CheckRecorder, plan: Plan) -> None:
 @pytest.mark.check("backup_restore.database-seeded", claim="the conformance database (10,000+ rows of varied types) "
                    "was published and seeded on the runbook's server")
 def test_seeded(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
     event = _require(history, "seed")
+    _ref_flow(check, plan)
     seed = event.get("seed") or {}
     check.note("publish", event.get("publish"), command=(event.get("publish") or {}).get("command", ""))
     check.note("seed", seed.get("out") if seed else "not run", command=seed.get("command", "") if seed else "")
@@ -122,8 +125,8 @@ def test_seeded(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> No
 def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     backup_plan = next((st for st in plan.steps if st.kind is StepKind.CONSOLE
                         and st.params.get("action") == "backup_plan"), None)
-    check.ref(backup_plan or _flow_step(plan, "restore_volume_from_snapshot"))
     event = _require(history, "snapshot")
+    check.ref(backup_plan or _flow_step(plan, "restore_volume_from_snapshot"))
     check.note("snapshot", {k: event.get(k) for k in ("method", "seconds", "job_seconds", "acked_before",
                                                       "acked_when_finished", "last_acked_before_snapshot",
                                                       "last_acked_when_finished", "service_before",
@@ -142,8 +145,8 @@ def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: Chec
 
 @pytest.mark.check("backup_restore.recovery-host-prepared", claim="a recovery host can be prepared by the runbook")
 def test_recovery_prepared(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    check.ref(_flow_step(plan, action="attach_volume"))
     event = _require(history, "recovery_prepared")
+    check.ref(_flow_step(plan, action="attach_volume"))
     check.note("recovery host preparation (the runbook's apply phase on a fresh VM)", event)
     failed = [s for s in event.get("steps", []) if s["status"] == "failed"]
     assert event.get("ok"), f"step {failed[0]['index']} failed on the recovery host: {failed[0]['summary']}: " \
@@ -198,16 +201,14 @@ def test_verify_query(history: dict[str, Any], plan: Plan, check: CheckRecorder)
 
 @pytest.mark.check("backup_restore.schema-identical", claim="the restored database has the original schema")
 def test_schema(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "schema_identical", check)
+    prop = _property(history, "schema_identical", check, plan)
     assert prop["ok"], prop["summary"]
 
 
 @pytest.mark.check("backup_restore.baseline-rows-identical", claim="every baseline row is restored identically "
                    "(per-table row counts and content checksums)")
 def test_baseline_rows(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "baseline_rows_identical", check)
+    prop = _property(history, "baseline_rows_identical", check, plan)
     tables = (prop.get("evidence") or {}).get("tables") or {}
     expected = history.get("expected_tables") or {}
     lines = ["table | expected rows | restored rows | expected sha256 | restored sha256"]
@@ -221,16 +222,14 @@ def test_baseline_rows(history: dict[str, Any], plan: Plan, check: CheckRecorder
 
 @pytest.mark.check("backup_restore.seq-gap-free", claim="the restored sequence rows are a gap-free prefix")
 def test_seq_gap_free(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "seq_gap_free", check)
+    prop = _property(history, "seq_gap_free", check, plan)
     assert prop["ok"], prop["summary"]
 
 
 @pytest.mark.check("backup_restore.acked-writes-present", claim="every write acknowledged before the snapshot "
                    "began is in the restored database")
 def test_acked_writes(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "acked_writes_present", check)
+    prop = _property(history, "acked_writes_present", check, plan)
     m = history["verdict"]["measurements"]
     check.note("acknowledged vs restored", {k: m.get(k) for k in (
         "last_acked_before_snapshot", "restored_max_seq", "restored_seq_rows", "last_acked_seq",
@@ -240,16 +239,14 @@ def test_acked_writes(history: dict[str, Any], plan: Plan, check: CheckRecorder)
 
 @pytest.mark.check("backup_restore.no-phantom-writes", claim="the restore holds no row that was never written")
 def test_no_phantoms(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "no_phantom_writes", check)
+    prop = _property(history, "no_phantom_writes", check, plan)
     assert prop["ok"], prop["summary"]
 
 
 @pytest.mark.check("backup_restore.tokens-still-authenticate", claim="tokens issued before the snapshot still "
                    "authenticate after the restore")
 def test_tokens(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
-    _ref_flow(check, plan)
-    prop = _property(history, "token_valid", check)
+    prop = _property(history, "token_valid", check, plan)
     assert prop["ok"], prop["summary"]
 
 
@@ -269,7 +266,7 @@ def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, che
     target = _ref_target(check, plan, run_state["runbook"], "RTO")
     if target is None:
         check.not_applicable(f"the runbook states no RTO target (measured {rto} s)")
-    assert _property(history, "schema_identical", check)["ok"], "the restore did not produce the database: " \
+    assert _property(history, "schema_identical", check, plan)["ok"], "the restore did not produce the database: " \
         "an RTO of a failed restore means nothing"
     assert rto is not None and rto <= target[0], f"RTO {rto} s exceeds the runbook's {target[1]!r}"
 

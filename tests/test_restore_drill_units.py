@@ -69,3 +69,42 @@ def test_the_report_shows_counts_checksums_seq_rto_and_loss_window(tmp_path: Pat
     assert "57 / 57" in text and "90 / 91" in text
     assert "123.4 s" in text and "33 acknowledged writes, 4.5 s" in text and "110.0 s" in text
     assert "copy 1: consistent" in text
+
+
+def _judge_history(tmp_path: Path, history: dict) -> dict[str, dict]:
+    """Run suites/test_backup_restore.py (the real suite, through the plugin) on a recorded history."""
+    import json
+    import subprocess
+    import sys
+
+    hist = tmp_path / "history.json"
+    hist.write_text(json.dumps(history))
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"run_id": "r1", "backend": "vm", "runbook": str(DRILL), "profile": "default",
+                                 "workdir": str(tmp_path), "lab": {}, "histories": {"backup_restore": str(hist)}}))
+    out = tmp_path / "checks.json"
+    subprocess.run([sys.executable, "-m", "pytest", str(REPO_ROOT / "suites" / "test_backup_restore.py"), "-q",
+                    "-p", "harness.pytest_plugin", "--lab-state", str(state), "--checks-out", str(out),
+                    "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT), "-o", "addopts="],
+                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return {c["id"]: c for c in json.loads(out.read_text())}
+
+
+def test_a_drill_stopped_at_seeding_fails_once_with_a_runbook_reference(tmp_path: Path) -> None:
+    checks = _judge_history(tmp_path, {
+        "applicable": True, "backend": "vm", "error": "the conformance database could not be published",
+        "events": [{"name": "seed", "ping": "000", "publish": {"out": {"ok": False}, "command": "publish"},
+                    "seed": None}]})
+    assert len(checks) == 14 and all(c["outcome"] == "failed" for c in checks.values()), \
+        {i: c["outcome"] for i, c in checks.items()}
+    with_ref = [i for i, c in checks.items() if c.get("runbook_ref")]
+    assert with_ref == ["backup_restore.database-seeded"], with_ref  # one finding, on the stage that broke
+    assert "could not be published" in checks["backup_restore.schema-identical"]["message"]
+
+
+def test_a_drill_that_did_not_apply_is_not_applicable_everywhere(tmp_path: Path) -> None:
+    checks = _judge_history(tmp_path, {"applicable": False, "events": [],
+                                       "reason": "the plan has no restore procedure"})
+    assert len(checks) == 14
+    assert {c["outcome"] for c in checks.values()} == {"not-applicable"}
+    assert all("no restore procedure" in c["message"] for c in checks.values())
