@@ -179,8 +179,9 @@ def test_service_ready(history: dict[str, Any], plan: Plan, check: CheckRecorder
                                                                               "listing", "journal")})
     assert ready.get("ping") == "200", f"/v1/ping answered {ready.get('ping') or 'nothing'} " \
         f"({ready.get('service')}); journal: {(ready.get('journal') or '')[-300:]}"
-    assert "/dev/nvme1n1" in (ready.get("stdb_mount") or ""), f"/stdb is not the restored volume: " \
-        f"{ready.get('stdb_mount') or 'not a mount point'}"
+    device = ready.get("data_device") or "/dev/nvme1n1"
+    assert (ready.get("stdb_mount") or "").startswith(device + " "), f"/stdb is not the restored volume " \
+        f"({device}): {ready.get('stdb_mount') or 'not a mount point'}"
 
 
 @pytest.mark.check("backup_restore.verify-query", claim="the runbook's verification (`spacetime sql ...`) finds a "

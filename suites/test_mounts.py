@@ -19,7 +19,7 @@ import pytest
 
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
-from harness.scenarios import load_history
+from harness.scenarios import data_device, load_history
 
 MOUNT_POINT = "/stdb"
 DEVICE = "/dev/nvme1n1"
@@ -70,8 +70,15 @@ def _plan_mounts_a_volume(plan: Plan, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def volume_uuid(target: Any) -> str:
-    res = target.run(f"blkid -s UUID -o value {DEVICE}", timeout=30)
+def device(target: Any) -> str:
+    """The data volume's device now: the runbook's /dev/nvme1n1, or on the vm backend the NVMe disk with the
+    lab's data serial (NVMe names follow the probe order and may swap across boots, as on EC2)."""
+    return data_device(target)
+
+
+@pytest.fixture(scope="module")
+def volume_uuid(target: Any, device: str) -> str:
+    res = target.run(f"blkid -s UUID -o value {device}", timeout=30)
     return res.stdout.strip()
 
 
@@ -122,11 +129,11 @@ def _note_probes(check: CheckRecorder, event: dict[str, Any], *names: str) -> No
 @pytest.mark.check("mounts.fstab-entry-by-uuid",
                    claim="the fstab entry for /stdb names the data volume by its UUID (\"Persist the mount across "
                          "reboots using UUID\")")
-def test_fstab_by_uuid(plan: Plan, fstab: str, volume_uuid: str, check: CheckRecorder) -> None:
+def test_fstab_by_uuid(plan: Plan, fstab: str, volume_uuid: str, device: str, check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
     check.note("/etc/fstab on the target", fstab, command="cat /etc/fstab")
-    check.note("UUID of the data volume", volume_uuid, command=f"blkid -s UUID -o value {DEVICE}")
-    assert volume_uuid, f"{DEVICE} has no file system UUID (was it formatted?)"
+    check.note("UUID of the data volume", volume_uuid, command=f"blkid -s UUID -o value {device}")
+    assert volume_uuid, f"{device} has no file system UUID (was it formatted?)"
     entries = [e for e in _fstab_entries(fstab) if len(e) > 1 and e[1] == MOUNT_POINT]
     assert entries, f"no fstab entry mounts {MOUNT_POINT}"
     specs = [e[0] for e in entries]
@@ -164,14 +171,14 @@ def test_fstab_nofail(plan: Plan, fstab: str, check: CheckRecorder) -> None:
 
 @pytest.mark.check("mounts.stdb-is-data-volume",
                    claim="/stdb is the data volume (ext4, the volume's UUID), mounted now")
-def test_stdb_is_data_volume(target: Any, plan: Plan, volume_uuid: str, check: CheckRecorder) -> None:
+def test_stdb_is_data_volume(target: Any, plan: Plan, volume_uuid: str, device: str, check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"mount -a") or _fstab_step(plan))
     res = check.run(target, f"findmnt -n -o SOURCE,UUID,FSTYPE,OPTIONS --mountpoint {MOUNT_POINT}",
                     label="what is mounted at /stdb")
     check.run(target, "lsblk -o NAME,SERIAL,SIZE,FSTYPE,UUID,MOUNTPOINTS", label="block devices")
     assert res.ok and res.stdout.strip(), f"nothing is mounted at {MOUNT_POINT}"
     fields = res.stdout.split()
-    assert fields[0] == DEVICE, f"{MOUNT_POINT} is mounted from {fields[0]}, not the data volume {DEVICE}"
+    assert fields[0] == device, f"{MOUNT_POINT} is mounted from {fields[0]}, not the data volume {device}"
     assert fields[1] == volume_uuid and fields[2] == "ext4", f"{MOUNT_POINT}: UUID/type {fields[1:3]}"
 
 
@@ -206,8 +213,9 @@ def test_persists_across_reboot(plan: Plan, history: dict[str, Any], volume_uuid
         "the boot id did not change: no reboot happened"
     mount = _probe(after, "stdb_mount").split()
     assert mount, f"after the reboot nothing is mounted at {MOUNT_POINT}"
-    assert mount[0] == DEVICE and mount[1] == volume_uuid, \
-        f"after the reboot {MOUNT_POINT} is {' '.join(mount[:2])}, not {DEVICE} UUID={volume_uuid}"
+    device = _probe(after, "data_device").strip() or DEVICE  # that boot's device for the data volume
+    assert mount[0] == device and mount[1] == volume_uuid, \
+        f"after the reboot {MOUNT_POINT} is {' '.join(mount[:2])}, not {device} UUID={volume_uuid}"
     written = history.get("writes", {})
     assert written.get("file_written_by"), "the kit could not write its marker file before the reboot"
     assert _probe(after, "marker").strip() == written.get("file_content"), \

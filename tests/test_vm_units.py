@@ -118,7 +118,7 @@ def test_qemu_command_line(tmp_path):
     argv = machine.qemu_argv()
     joined = " ".join(argv)
     assert argv[argv.index("-append") + 1] == KERNEL_APPEND
-    assert "root=/dev/nvme0n1" in KERNEL_APPEND and "console=ttyS0" in KERNEL_APPEND
+    assert "root=LABEL=cloudimg-rootfs" in KERNEL_APPEND and "console=ttyS0" in KERNEL_APPEND
     assert "pc,accel=tcg" in joined and "-cpu max" in joined
     assert "nvme,id=nvme-root,drive=root0,serial=stdbc-root,bus=pci.0,addr=0x4" in joined
     assert "nvme,id=nvme-data,drive=data0,serial=stdbc-data,bus=pci.0,addr=0x5" in joined

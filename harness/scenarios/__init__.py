@@ -25,6 +25,18 @@ GENERATORS = {"mounts": "harness.scenarios.reboot", "backup_restore": "harness.s
 
 Progress = Callable[[str], None]
 
+# The data volume's device this boot: the NVMe disk whose serial is the lab's data serial (NVMe names follow
+# the probe order and can swap across boots, as on EC2 Nitro), else the runbook's /dev/nvme1n1 (docker).
+DATA_DEVICE_SH = ('d=/dev/nvme1n1; for s in /sys/block/nvme*n1; do [ -r "$s/device/serial" ] && '
+                  '[ "$(tr -d \' \' < "$s/device/serial")" = stdbc-data ] && d="/dev/${s##*/}"; done; echo "$d"')
+
+
+def data_device(target: Any) -> str:
+    """Resolve DATA_DEVICE_SH on `target` (falls back to /dev/nvme1n1)."""
+    res = target.run(DATA_DEVICE_SH, timeout=30)
+    found = res.stdout.strip().splitlines()
+    return found[-1] if res.ok and found and found[-1].startswith("/dev/") else "/dev/nvme1n1"
+
 
 def generate(suite: str, *, lab: Any, state_path: Path, timer: Any, progress: Progress) -> Path | None:
     """Run `suite`'s generator (if it has one), save its history next to the state and point the state at it."""

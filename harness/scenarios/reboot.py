@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.errors import LabError
-from harness.scenarios import observe
+from harness.scenarios import DATA_DEVICE_SH, observe
 
 Progress = Callable[[str], None]
 MARKER_FILE = "/stdb/.stdbc-reboot-marker"
@@ -37,7 +37,8 @@ PROBES = {
     "system_state": "timeout 150 systemctl is-system-running --wait",
     "multi_user": "systemctl is-active multi-user.target",
     "stdb_mount": "findmnt -n -o SOURCE,UUID,FSTYPE,OPTIONS --mountpoint /stdb",
-    "volume_blkid": "blkid -o export /dev/nvme1n1",
+    "data_device": DATA_DEVICE_SH,
+    "volume_blkid": f"blkid -o export $({DATA_DEVICE_SH})",
     "fstab": "cat /etc/fstab",
     "stdb_owner": "stat -c '%U:%G %a' /stdb",
     "stdb_listing": "ls -la /stdb",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
+from harness.scenarios import data_device
 
 Progress = Callable[[str], None]
 DRILL_DIR = "/var/tmp/stdbc-drill"
@@ -173,8 +174,11 @@ class _Drill:
         host.write_file(f"{DRILL_DIR}/fidelity_agent.py", AGENT.read_bytes(), mode=0o755)
 
     def ping(self, host: Any, tries: int = 90) -> str:
+        # bounded; stops early once systemd has given up on the unit (failed/inactive: it will not answer)
         script = (f"for i in $(seq {tries}); do c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "
-                  "http://127.0.0.1:3000/v1/ping); [ \"$c\" = 200 ] && break; sleep 1; done; echo $c")
+                  "http://127.0.0.1:3000/v1/ping); [ \"$c\" = 200 ] && break; "
+                  f"case $(systemctl is-active {SERVICE}) in failed|inactive) [ $i -gt 5 ] && break;; esac; "
+                  "sleep 1; done; echo $c")
         return host.run(script, timeout=tries * 7 + 30).stdout.strip()
 
     def guest_time(self, host: Any) -> float:
@@ -450,6 +454,7 @@ class _Drill:
                  "journal": host.run(f"journalctl -b -u {SERVICE} --no-pager | tail -12", timeout=30).stdout,
                  "stdb_mount": host.run(f"findmnt -n -o SOURCE,UUID,FSTYPE --mountpoint {MOUNT_POINT}",
                                         timeout=30).stdout.strip(),
+                 "data_device": data_device(host),
                  "listing": host.run(f"ls -la {MOUNT_POINT}", timeout=30).stdout[-800:]}
 
         # 6. verify
@@ -503,12 +508,14 @@ class _Drill:
             return {"status": "ok", "performed_by": by, **done}
         if action == "mount_volume":
             point = step.params.get("mount_point") or MOUNT_POINT
+            device = data_device(host)  # the restored volume, found by serial (NVMe names can swap at boot)
             script = (f"mkdir -p {point}; if findmnt -n --mountpoint {point} >/dev/null; then "
                       f"echo already mounted: $(findmnt -n -o SOURCE --mountpoint {point}); "
-                      f"else mount {DEVICE} {point}; fi; findmnt -n -o SOURCE,UUID,FSTYPE --mountpoint {point}")
+                      f"else mount {device} {point}; fi; findmnt -n -o SOURCE,UUID,FSTYPE --mountpoint {point}")
             res = host.run(script, timeout=120)
-            return {"status": "ok" if res.ok and DEVICE in res.stdout else "failed", "performed_by": "kit",
-                    "results": [res.to_dict()]}
+            mounted = res.stdout.strip().splitlines()[-1:] or [""]
+            return {"status": "ok" if res.ok and mounted[0].startswith(device + " ") else "failed",
+                    "performed_by": "kit", "device": device, "results": [res.to_dict()]}
         if action == "start_service":
             res = host.run(f"systemctl start {step.params.get('service') or SERVICE}", timeout=120)
             return {"status": "ok" if res.ok else "failed", "performed_by": "kit", "results": [res.to_dict()]}
@@ -518,7 +525,8 @@ class _Drill:
             command = (f"sudo -u {SERVICE} {MOUNT_POINT}/spacetime --root-dir={MOUNT_POINT} sql -s local {DB} "
                        f"{shlex.quote(query)}")
             res = host.run(f"for i in $(seq 30); do curl -s -o /dev/null --max-time 3 "
-                                    f"http://127.0.0.1:3000/v1/ping && break; sleep 1; done; {command}", timeout=180)
+                           f"http://127.0.0.1:3000/v1/ping && break; case $(systemctl is-active {SERVICE}) in "
+                           f"failed|inactive) [ $i -gt 5 ] && break;; esac; sleep 1; done; {command}", timeout=180)
             from fixtures.conformance_seed import seq_payload
 
             found = res.ok and seq_payload(int(last)) in res.stdout

@@ -1,10 +1,12 @@
 """One qemu VM for a run: NVMe root (per-run qcow2 overlay) + optional NVMe data disk, ssh over slirp.
 
-Layout seen by the guest (like an EC2 Nitro instance): root disk /dev/nvme0n1 (PCI slot 4), data disk
-/dev/nvme1n1 (slot 5, serial `stdbc-data`). The kernel is booted directly (`-kernel/-initrd`,
-`root=/dev/nvme0n1`). Control goes through QMP; guest reboots are real (`systemctl reboot` in the
-guest; QMP `system_reset` would be a power-cycle). Every host resource carries the run id and is
-recorded in a marker before it is created; `down()` removes them all (idempotent, also on errors).
+Layout seen by the guest (like an EC2 Nitro instance): root disk /dev/nvme0n1 (PCI slot 4, serial
+`stdbc-root`), data disk /dev/nvme1n1 (slot 5, serial `stdbc-data`) when it is hot-plugged after boot; with
+both present at boot the NVMe names follow the probe order and may swap (as on EC2), so the kit finds
+disks by serial. The kernel is booted directly (`-kernel/-initrd`, `root=LABEL=cloudimg-rootfs`).
+Control goes through QMP; guest reboots are real (`systemctl reboot` in the guest; QMP `system_reset`
+would be a power-cycle). Every host resource carries the run id and is recorded in a marker before it
+is created; `down()` removes them all (idempotent, also on errors).
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ GUEST_UID = 1000
 # fixed PCI slots: the data disk's slot must stay free for hot-plug (an auto-placed NIC would take it)
 RNG_SLOT, SLIRP_SLOT, ROOT_SLOT, DATA_SLOT, LAB_NIC_SLOT = 2, 3, 4, 5, 6
 DATA_ID, DATA_NODE, DATA_SERIAL = "nvme-data", "data0", "stdbc-data"
-KERNEL_APPEND = "root=/dev/nvme0n1 rw console=ttyS0 net.ifnames=1"
+ROOT_SERIAL = "stdbc-root"
+# root by file-system label: NVMe controller numbers follow the (asynchronous) probe order, so with two
+# disks present at boot the root disk is not always nvme0n1 (seen under TCG: the data disk came up as nvme0)
+KERNEL_APPEND = "root=LABEL=cloudimg-rootfs rw console=ttyS0 net.ifnames=1"
 
 ADAPTATIONS = [
     ("vm-ssh-key", "a per-run ssh key is placed in ubuntu's authorized_keys before first boot",
      "cloud providers inject the launch key through cloud-init; the kit writes it into the disk directly"),
     ("vm-direct-kernel-boot", "qemu boots the image's own kernel and initrd directly (no bootloader)",
-     "root=/dev/nvme0n1; fstab, udev, systemd and reboots are the guest's own"),
+     "root=LABEL=cloudimg-rootfs; fstab, udev, systemd and reboots are the guest's own"),
     ("vm-ssh-hostkeys", "fresh ssh host keys are made per VM on the host and placed in its disk before first boot",
      "cloud-init generates them on a cloud image; the image itself carries none (a first-boot unit is the fallback)"),
 ]
@@ -96,6 +101,7 @@ class VirtualMachine:
         self.last_boot_seconds = 0.0
         self._snapshots = 0
         self._down = False
+        self.data_device = "/dev/nvme1n1"  # where the data disk is this boot (see verify_disk_layout)
         self.panics: list[str] = []  # guest kernel panics seen during boots (each followed by one retry)
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -340,14 +346,25 @@ class VirtualMachine:
         return out.strip()
 
     def verify_disk_layout(self) -> None:
-        """Root must be nvme0n1 and the data disk (when attached) nvme1n1, as the runbook assumes."""
-        status, out, _ = self.ssh("findmnt -no SOURCE /; cat /sys/block/nvme1n1/device/serial 2>/dev/null || true",
-                                  timeout=60)
-        lines = [x.strip() for x in out.splitlines()]
-        if status != 0 or not lines or lines[0] != "/dev/nvme0n1":
-            raise LabError(f"VM {self.label}: root is {lines[:1]} not /dev/nvme0n1 (NVMe probe order changed)")
-        if self.data_disk is not None and lines[1:2] != [DATA_SERIAL]:
-            raise LabError(f"VM {self.label}: /dev/nvme1n1 is not the data disk (serial {lines[1:2]})")
+        """The root file system must be on the root disk (serial stdbc-root) and the data disk, when attached,
+        present; both are found by serial. NVMe names follow the probe order, which is not stable across
+        boots with two disks (as on EC2 Nitro): `data_device` records where the data disk is this boot."""
+        status, out, _ = self.ssh("findmnt -no SOURCE /; for d in /sys/block/nvme*n1; do "
+                                  "echo ${d##*/} $(cat $d/device/serial); done", timeout=60)
+        lines = [x.strip() for x in out.splitlines() if x.strip()]
+        serials = dict(line.split(None, 1) for line in lines[1:] if len(line.split(None, 1)) == 2)
+        root = lines[0].removeprefix("/dev/") if lines else ""
+        if status != 0 or serials.get(root) != ROOT_SERIAL:
+            raise LabError(f"VM {self.label}: the root file system is on {root or 'nothing'}, not the root disk "
+                           f"(disks by serial: {serials})")
+        if self.data_disk is not None:
+            found = [name for name, serial in serials.items() if serial == DATA_SERIAL]
+            if not found:
+                raise LabError(f"VM {self.label}: the data disk is not visible (disks by serial: {serials})")
+            self.data_device = f"/dev/{found[0]}"
+            if self.data_device != "/dev/nvme1n1":
+                self.progress(f"VM {self.label}: NVMe names swapped this boot: the data volume is "
+                              f"{self.data_device}, the root disk /dev/{root}")
 
     def address(self) -> str:
         """The VM's address on the lab network (loopback when it only has the slirp NIC)."""
@@ -398,7 +415,7 @@ class VirtualMachine:
                 "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd), "-append", KERNEL_APPEND,
                 "-blockdev", json.dumps({"driver": "qcow2", "node-name": "root0", "discard": "unmap",
                                          "file": {"driver": "file", "filename": str(self.overlay)}}),
-                "-device", f"nvme,id=nvme-root,drive=root0,serial=stdbc-root,bus=pci.0,addr={hex(ROOT_SLOT)}",
+                "-device", f"nvme,id=nvme-root,drive=root0,serial={ROOT_SERIAL},bus=pci.0,addr={hex(ROOT_SLOT)}",
                 "-device", f"virtio-rng-pci,bus=pci.0,addr={hex(RNG_SLOT)}",
                 "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
                 "-device", f"virtio-net-pci,netdev=net0,mac={SLIRP_MAC},bus=pci.0,addr={hex(SLIRP_SLOT)}"]
