@@ -108,3 +108,40 @@ def test_a_drill_that_did_not_apply_is_not_applicable_everywhere(tmp_path: Path)
     assert len(checks) == 14
     assert {c["outcome"] for c in checks.values()} == {"not-applicable"}
     assert all("no restore procedure" in c["message"] for c in checks.values())
+
+
+class _Timer:
+    def phase(self, _name: str):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class _Lab:
+    def state(self) -> dict:
+        return {}
+
+
+def test_a_generator_that_crashes_is_recorded_not_raised(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import sys
+    import types
+
+    from harness import scenarios
+
+    broken = types.ModuleType("stdbc_broken_generator")
+
+    def generate(lab, state, progress):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    broken.generate = generate  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stdbc_broken_generator", broken)
+    monkeypatch.setitem(scenarios.GENERATORS, "backup_restore", "stdbc_broken_generator")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"workdir": str(tmp_path)}))
+    said: list[str] = []
+    path = scenarios.generate("backup_restore", lab=_Lab(), state_path=state, timer=_Timer(), progress=said.append)
+    assert path is not None
+    history = json.loads(path.read_text())
+    assert history["applicable"] and "RuntimeError: boom" in history["error"], history
+    assert said and "boom" in said[0]

@@ -47,13 +47,21 @@ def generate(suite: str, *, lab: Any, state_path: Path, timer: Any, progress: Pr
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:
         return None
+    except Exception as exc:  # noqa: BLE001 - a broken generator is reported by the suite, not a traceback
+        module, broken = None, f"the {suite} scenario could not be loaded: {type(exc).__name__}: {exc}"
     state = json.loads(state_path.read_text())
     with timer.phase(f"scenario:{suite}"):
         started = time.monotonic()
         try:
+            if module is None:
+                raise LabError(broken)
             history = module.generate(lab, state, progress)
         except LabError as exc:
             history = {"applicable": True, "error": exc.one_line(), "events": []}
+        except Exception as exc:  # noqa: BLE001 - an internal error: recorded, the run goes on to its report
+            history = {"applicable": True, "events": [],
+                       "error": f"internal error in the {suite} scenario: {type(exc).__name__}: {exc}"}
+            progress(f"scenario {suite}: {history['error']}")
         history["seconds"] = round(time.monotonic() - started, 1)
     path = Path(state["workdir"]) / f"history-{suite}.json"
     path.write_text(json.dumps(history, indent=2, default=str))
