@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import pytest
 
 
 def leftovers(run_id: str) -> list[str]:
@@ -28,3 +32,14 @@ def leftovers(run_id: str) -> list[str]:
     found += [f"process {line.strip()[:120]}" for line in ps.splitlines()
               if f"stdbc-{run_id}-" in line and "qemu" in line]
     return found
+
+
+# marks of every vm-backend lab test module (`pytestmark = VM_LAB`)
+VM_LAB = [
+    pytest.mark.lab,
+    pytest.mark.vm,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the vm backend needs root (tap devices, image build)"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh")),
+                       reason="needs qemu-system-x86, qemu-utils, debootstrap, openssh-client"),
+    pytest.mark.skipif(os.environ.get("STDB_SKIP_VM") == "1", reason="STDB_SKIP_VM=1"),
+]

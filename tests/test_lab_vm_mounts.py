@@ -12,27 +12,18 @@ network, taps, qemu, temp dirs).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import leftovers
+from tests.lab_helpers import VM_LAB, leftovers
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOK = REPO / "tests" / "runbooks" / "volume-before-install.md"
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.vm,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the vm backend needs root (tap devices, image build)"),
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh")),
-                       reason="needs qemu-system-x86, qemu-utils, debootstrap, openssh-client"),
-    pytest.mark.skipif(os.environ.get("STDB_SKIP_VM") == "1", reason="STDB_SKIP_VM=1"),
-]
+pytestmark = VM_LAB
 
 
 def _run(runbook: Path, report_dir: Path) -> tuple[int, dict]:
