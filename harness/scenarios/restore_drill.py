@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
+from harness.lab.lab import DATA_DEVICE as DEVICE  # the runbook's device name (messages; mounts go by serial)
 from harness.scenarios import data_device
 
 Progress = Callable[[str], None]
 DRILL_DIR = "/var/tmp/stdbc-drill"
 DB = "stdbc-fidelity"
 SERVICE = "spacetimedb"
-DEVICE = "/dev/nvme1n1"
 MOUNT_POINT = "/stdb"
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "fidelity_agent.py"
 WRITER_MAX_SECONDS = 300
