@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from harness.errors import EXIT_USAGE, KitError, UsageError
+from harness.paths import default_report_dir, default_runbook
 
 DEFAULT_RUNBOOK_HINT = "pass --runbook PATH or set STDB_RUNBOOK"
 
+EXIT_CODES = """exit codes:
+  0    pass: every required check passed, no finding at --fail-on severity
+  1    fail: a check failed, or a finding at --fail-on severity
+  2    usage or configuration error (bad argument, runbook, profile, missing extra)
+  3    lab error: the lab could not be brought up (docker, qemu, image, keyring)
+  4    incomplete: nothing failed, but a required check could not be decided on this backend
+  130  interrupted (Ctrl-C or SIGTERM): the report is still written and the lab removed"""
+
 
 def _runbook_path(value: str | None) -> Path:
-    raw = value or os.environ.get("STDB_RUNBOOK")
-    if not raw:
+    path = Path(value).expanduser() if value else default_runbook()
+    if path is None:
         raise UsageError("no runbook given", hint=DEFAULT_RUNBOOK_HINT)
-    path = Path(raw).expanduser()
     if not path.is_file():
-        raise UsageError(f"runbook not found: {raw}", hint=DEFAULT_RUNBOOK_HINT)
+        raise UsageError(f"runbook not found: {path}", hint=DEFAULT_RUNBOOK_HINT)
     return path
+
+
+def version_text() -> str:
+    """The kit's version and the SpacetimeDB stand-in versions its lab mirror serves."""
+    from importlib import metadata
+
+    from fixtures.spacetimedb_standin.release import DEFAULT_VERSIONS
+
+    try:
+        kit = metadata.version("stdb-conformance")
+    except metadata.PackageNotFoundError:
+        kit = "unknown (not installed)"
+    return f"stdb-conformance {kit} (SpacetimeDB stand-in {', '.join(DEFAULT_VERSIONS)})"
 
 
 _pending = {"line": ""}
@@ -57,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(
         runbook=_runbook_path(args.runbook), profile=args.profile, backend=args.backend,
-        spacetimedb=args.spacetimedb, report_dir=Path(args.report_dir),
+        spacetimedb=args.spacetimedb,
+        report_dir=Path(args.report_dir) if args.report_dir else default_report_dir(),
         suites=[s for s in (args.suites or "").split(",") if s], keep_lab=args.keep_lab,
         fail_on=args.fail_on,
     )
@@ -73,12 +94,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.run import REPO_ROOT
-
     parser = argparse.ArgumentParser(
         prog="stdb-conformance",
         description="Apply the SpacetimeDB self-hosting runbook to a fresh Ubuntu 24.04 lab host and "
-                    "prove the result with evidence.")
+                    "prove the result with evidence.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     def runbook_args(p: argparse.ArgumentParser) -> None:
@@ -91,12 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     p_plan.set_defaults(func=cmd_plan)
 
-    p_run = sub.add_parser("run", help="bring up a lab, apply the runbook, run the suites, write reports")
+    p_run = sub.add_parser("run", help="bring up a lab, apply the runbook, run the suites, write reports",
+                           epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     runbook_args(p_run)
     p_run.add_argument("--backend", default="docker", choices=["docker", "vm"])
     p_run.add_argument("--spacetimedb", default="standin", choices=["standin", "real"],
                        help="stand-in served by the lab mirror (default) or the real install URL")
-    p_run.add_argument("--report-dir", default=str(REPO_ROOT / "reports" / "out"))
+    p_run.add_argument("--report-dir", default=None,
+                       help="where the reports go (default: reports/out under the current directory)")
     p_run.add_argument("--suites", help="comma-separated suites to run (default: all)")
     p_run.add_argument("--keep-lab", action="store_true", help="leave the lab running (debugging)")
     p_run.add_argument("--fail-on", default="error", choices=["error", "warning", "never"],

@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from fixtures.conformance_seed import (
     SEQ_TABLE,
@@ -125,7 +125,7 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _table_present(entry: Any) -> bool:
+def _table_present(entry: object) -> TypeGuard[dict[str, Any]]:
     return isinstance(entry, dict) and entry.get("schema") is not None and entry.get("rows") is not None
 
 

@@ -168,3 +168,23 @@ class Plan:
             "adaptations": [a.to_dict() for a in self.adaptations],
             "steps": [s.to_dict() for s in self.steps],
         }
+
+    # ---- lossless round trip: the run parses the runbook once and hands the plan to the suites as data ----
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Plan:
+        steps = []
+        for raw in data["steps"]:
+            step = dict(raw)
+            ref = step.pop("ref")
+            steps.append(Step(
+                **{**step, "kind": StepKind(step["kind"]), "location": Location(step["location"]),
+                   "ref": SourceRef(section=tuple(ref["section"]), line_start=ref["line_start"],
+                                    line_end=ref["line_end"]),
+                   "substitutions": [Substitution(**s) for s in step["substitutions"]]}))
+        return cls(runbook_path=data["runbook_path"], runbook_sha256=data["runbook_sha256"], profile=data["profile"],
+                   steps=steps, adaptations=[Adaptation(**a) for a in data.get("adaptations", [])],
+                   sections=list(data.get("sections", [])))

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
 from harness.model import Plan, SourceRef, Step
 from harness.results import CheckResult, Evidence, Outcome
+from harness.run_state import plan_of_run
 from harness.targets.base import CommandResult
 
 NOT_APPLICABLE_PREFIX = "not-applicable: "
@@ -26,7 +28,13 @@ _RECORDER = pytest.StashKey["CheckRecorder"]()
 _RESULTS = pytest.StashKey[list]()
 
 
-class NotApplicable(pytest.skip.Exception):
+if TYPE_CHECKING:  # a type checker sees pytest.skip.Exception as a class attribute, not as a class
+    from _pytest.outcomes import Skipped
+else:
+    Skipped = pytest.skip.Exception
+
+
+class NotApplicable(Skipped):
     """Raised by `check.not_applicable`: the check cannot be proven on this backend."""
 
 
@@ -67,7 +75,7 @@ class CheckRecorder:
             timeout: float = 60.0) -> CommandResult:
         return self.record(target.run(command, user=user, timeout=timeout), label)
 
-    def not_applicable(self, reason: str) -> None:
+    def not_applicable(self, reason: str) -> NoReturn:
         raise NotApplicable(NOT_APPLICABLE_PREFIX + reason)
 
 
@@ -106,7 +114,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item,
+                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     recorder = item.stash.get(_RECORDER, None)
     if recorder is None:
@@ -136,11 +145,9 @@ def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
     try:
         if _DIAG_CONTEXT not in config.stash:
             from harness.lab.lab import Lab
-            from harness.planner import build_plan
 
             state = json.loads(Path(path).read_text())
-            config.stash[_DIAG_CONTEXT] = (build_plan(Path(state["runbook"]), state["profile"]),
-                                           Lab.from_state(state["lab"]).target)
+            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Lab.from_state(state["lab"]).target)
         from harness.diagnostics import gather
 
         plan, target = config.stash[_DIAG_CONTEXT]
@@ -189,9 +196,7 @@ def run_state(pytestconfig: pytest.Config) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def plan(run_state: dict[str, Any]) -> Plan:
-    from harness.planner import build_plan
-
-    return build_plan(Path(run_state["runbook"]), run_state["profile"])
+    return plan_of_run(run_state)
 
 
 @pytest.fixture(scope="session")
@@ -226,7 +231,7 @@ def check(request: pytest.FixtureRequest) -> CheckRecorder:
     return recorder
 
 
-def bounded_wait(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+def bounded_wait(predicate: Callable[[], object], timeout: float, interval: float = 0.5) -> bool:
     """Poll until predicate() is true or timeout; returns whether it became true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -152,16 +152,17 @@ def predict(locations: list[Location], raw_path: str, *, remote: bool = True) ->
 def observed(result: dict) -> str:
     """Who answered, from the response alone: 'backend' (SpacetimeDB's headers or its 426 text), 'denied'
     (nginx's own 403 page), 'nginx' (another nginx-made answer), 'error' (no HTTP answer)."""
-    if result.get("error") and not result.get("status"):
+    status: int | None = result.get("status")
+    if result.get("error") and not status:
         return "error"
     headers = result.get("headers", {})
     body = result.get("body", "")
     if BACKEND_HEADER in headers or "requires use of the websocket protocol" in body:
         return "backend"
     if NGINX_ERROR_SIGNATURE.search(body):
-        return {403: "denied", 400: "invalid"}.get(result.get("status"), "nginx")
-    if result.get("status") == 403 and not body:  # HEAD: nginx's 403 without its page
+        return {403: "denied", 400: "invalid"}.get(status, "nginx") if status is not None else "nginx"
+    if status == 403 and not body:  # HEAD: nginx's 403 without its page
         return "denied"
-    if result.get("status") == 400:
+    if status == 400:
         return "invalid"
-    return "backend" if result.get("status") in (404, 405) and not body.strip() else "nginx"
+    return "backend" if status in (404, 405) and not body.strip() else "nginx"

@@ -7,6 +7,7 @@ junit.xml, and the lab is torn down on success, failure, Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -24,12 +25,11 @@ from typing import Any
 from harness.apply import ApplyResult, apply_plan
 from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_LAB, EXIT_PASS, KitError, LabError
 from harness.model import Plan
+from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
 from harness.results import CheckResult
 from reports.contract import RunReport, write_reports
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SUITES_DIR = REPO_ROOT / "suites"
 SUITE_ORDER = ["routes", "tls", "firewall", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade",
                "findings"]
 
@@ -42,7 +42,7 @@ class RunOptions:
     profile: str = "default"
     backend: str = "docker"
     spacetimedb: str = "standin"  # standin | real
-    report_dir: Path = REPO_ROOT / "reports" / "out"
+    report_dir: Path = field(default_factory=default_report_dir)
     suites: list[str] = field(default_factory=list)  # empty = all present
     keep_lab: bool = False
     fail_on: str = "error"
@@ -62,6 +62,31 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_deferred(progress: Progress) -> Iterator[list[int]]:
+    """While the lab is torn down and the report written, SIGINT and SIGTERM are noted, not acted on: a second
+    Ctrl-C (or a SIGTERM after it) must not stop the teardown half way and leave the lab behind. The signals
+    received are yielded; the run then ends as interrupted (exit 130)."""
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def note(signum: int, _frame: Any) -> None:
+        if not received:
+            progress(f"signal {signal.Signals(signum).name} during teardown: finishing the teardown first")
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class PhaseTimer:
@@ -85,8 +110,14 @@ def _now() -> str:
 
 def run(options: RunOptions, progress: Progress) -> int:
     """Run the whole conformance job. Returns the CI exit code."""
+    runbook_bytes = options.runbook.read_bytes()
     plan = build_plan(options.runbook, options.profile)  # usage errors surface before any lab work
-    _suite_files(options.suites)
+    if hashlib.sha256(runbook_bytes).hexdigest() != plan.runbook_sha256:
+        raise KitError(f"runbook {options.runbook} changed while it was being read", hint="run again")
+    _require_extras(_suite_files(options.suites))
+    from harness.lab.preflight import check_environment
+
+    check_environment(options.backend)  # a bad environment is one line before the run prints or creates anything
     run_id = secrets.token_hex(4)
     timer = PhaseTimer(progress)
     report = RunReport(run_id=run_id, backend=options.backend, runbook_path=plan.runbook_path,
@@ -102,6 +133,7 @@ def run(options: RunOptions, progress: Progress) -> int:
 
     runs.register(run_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"stdbc-{run_id}-run-"))
+    runbook_copy, plan_path = _freeze_plan(plan, runbook_bytes, workdir, options.report_dir)
     lab = None
     stack = ExitStack()
     try:
@@ -123,7 +155,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                                                 "image_key": vm.get("image", {}).get("key")}
             aws_state = _aws_account(plan, workdir, timer, report, progress, stack)
             state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(), "aws": aws_state,
-                     "runbook": str(options.runbook), "profile": options.profile,
+                     "runbook": str(runbook_copy), "runbook_source": str(options.runbook),
+                     "runbook_sha256": plan.runbook_sha256, "plan": str(plan_path), "profile": options.profile,
                      "spacetimedb": report.spacetimedb, "transcript": str(workdir / "transcript.json"),
                      "workdir": str(workdir)}
             state_path = workdir / "lab-state.json"
@@ -140,26 +173,46 @@ def run(options: RunOptions, progress: Progress) -> int:
         report.lab_error = exc.one_line()
         progress(f"lab error: {report.lab_error}")
     finally:
-        stack.close()
-        if lab is not None and not options.keep_lab:
-            with timer.phase("teardown"):
-                try:
-                    lab.down()
-                except Exception as exc:  # noqa: BLE001 - teardown must not hide the report
-                    progress(f"teardown problem: {exc}")
-        report.timings = timer.timings
-        report.finished = _now()
-        paths = write_reports(report, options.report_dir)
-        _copy_transcript(workdir, options.report_dir)
-        _remove_tree(workdir)
-        if not options.keep_lab:
-            runs.unregister(run_id)
-        _print_summary(report, paths, progress)
+        with _signals_deferred(progress) as late_signals:
+            try:
+                stack.close()
+            except Exception as exc:  # noqa: BLE001 - a helper server that would not stop must not stop the teardown
+                progress(f"teardown problem: {exc}")
+            if lab is not None and not options.keep_lab:
+                with timer.phase("teardown"):
+                    try:
+                        lab.down()
+                    except Exception as exc:  # noqa: BLE001 - teardown must not hide the report
+                        progress(f"teardown problem: {exc}")
+            if late_signals:
+                report.interrupted = True
+            report.timings = timer.timings
+            report.finished = _now()
+            paths = write_reports(report, options.report_dir)
+            _copy_transcript(workdir, options.report_dir)
+            _remove_tree(workdir)
+            if not options.keep_lab:
+                runs.unregister(run_id)
+            _print_summary(report, paths, progress)
+        # a signal after the report was written changes nothing: the run had finished
     if report.interrupted:
         return 130
     if report.lab_error:
         return EXIT_LAB
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+
+
+def _freeze_plan(plan: Plan, runbook_bytes: bytes, workdir: Path, report_dir: Path) -> tuple[Path, Path]:
+    """One plan per run: the runbook as read at the start (and its plan) are what every suite and scenario
+    judges, whatever happens to the file later. The copy and its sha256 stay in the report directory."""
+    copy = workdir / "runbook.md"
+    copy.write_bytes(runbook_bytes)
+    plan_path = workdir / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_state(), indent=1))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "runbook.md").write_bytes(runbook_bytes)
+    (report_dir / "runbook.md.sha256").write_text(f"{plan.runbook_sha256}  runbook.md\n")
+    return copy, plan_path
 
 
 def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport, progress: Progress,
@@ -171,10 +224,10 @@ def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport
         from harness.aws.moto_lab import REGION, MotoServer
         from harness.aws.provider import ConsoleProvider
     except ImportError as exc:
-        progress(f"aws: skipped ({exc}); install boto3 and moto[server]")
+        progress(f"aws: console steps not performed ({exc}): pip install 'stdb-conformance[aws]'")
         return None
     with timer.phase("aws"):
-        moto = stack.enter_context(MotoServer(log=workdir / "moto.log"))
+        moto = stack.enter_context(MotoServer(log=workdir / "moto.log", run_id=report.run_id))
         record = ConsoleProvider(moto.url, REGION, simulated=True, allow_mutation=False).perform(plan)
     report.environment["aws"] = {"simulated": True, "endpoint": "moto server on 127.0.0.1",
                                  "calls": record.calls, "not_done": record.not_done}
@@ -248,7 +301,10 @@ def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseT
         try:
             lab.up(progress=progress)
         except BaseException:
-            lab.down()
+            with _signals_deferred(progress) as late_signals:
+                lab.down()
+            if late_signals:
+                raise KeyboardInterrupt from None
             raise
     report.adaptations.extend(_lab_adaptations(lab))
     return lab
@@ -304,7 +360,8 @@ def _environment_facts(target: Any) -> dict[str, Any]:
                        for name, command in probes.items())
     res = target.run(script, timeout=60)
     facts: dict[str, Any] = {name: None for name in probes}
-    name, lines = "", []
+    name = ""
+    lines: list[str] = []
     for line in res.stdout.splitlines():
         if line.startswith(marker + "exit="):
             if name:
@@ -367,9 +424,19 @@ def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: Pha
         with timer.phase(f"suite:{name}"):
             cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
                    "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
-                   "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT), "-o", "addopts="]
-            proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                   "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-c", os.devnull, "-o", "addopts="]
+            # the suites are found from the package and run from the run's own folder, never from the
+            # current directory (a conftest.py or pytest.ini there must not change what is judged)
+            pythonpath = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
+            try:
+                proc = _run_process_group(cmd, timeout=SUITE_TIMEOUT, cwd=workdir,
+                                          env={**os.environ, "PYTHONPATH": pythonpath})
+            except subprocess.TimeoutExpired as exc:
+                partial = (_text(exc.stdout) + _text(exc.stderr)).strip()
+                (workdir / f"pytest-{name}.log").write_text(partial)
+                raise LabError(f"suite {name} did not finish within {SUITE_TIMEOUT:.0f}s and was stopped "
+                               f"(last output: {_last_line(partial)})",
+                               hint="set STDB_SUITE_TIMEOUT (seconds) to allow longer") from None
             (workdir / f"pytest-{name}.log").write_text(proc.stdout + proc.stderr)
             if out.exists():
                 suite_results = [CheckResult.from_dict(d) for d in json.loads(out.read_text())]
@@ -382,6 +449,58 @@ def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: Pha
             progress(f"   {name}: {counts}")
             results.extend(suite_results)
     return results
+
+
+SUITE_TIMEOUT = float(os.environ.get("STDB_SUITE_TIMEOUT") or 1800)  # seconds per suite's pytest process
+
+
+def _run_process_group(cmd: list[str], *, timeout: float, cwd: Path,
+                       env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` in a process group of its own, bounded by `timeout`. On the timeout (TimeoutExpired, with the
+    output so far) or an interrupt of the run, the whole group (pytest and what it started: docker exec,
+    agents) is stopped: TERM, then KILL after 5 s."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                out, err = proc.communicate(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            out, err = "", ""
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from None
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _text(value: str | bytes | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+# suites whose dependencies are optional extras of the package: (importable module, extra)
+SUITE_EXTRAS = {"tls": [("sslyze", "tls")], "aws_backup": [("boto3", "aws"), ("moto", "aws")]}
+
+
+def _require_extras(suites: list[Path]) -> None:
+    """A selected suite whose extra is not installed stops the run before any lab work, in one line."""
+    import importlib.util
+
+    for suite in suites:
+        name = suite.stem.removeprefix("test_")
+        for module, extra in SUITE_EXTRAS.get(name, []):
+            if importlib.util.find_spec(module) is None:
+                raise KitError(f"suite {name} needs the '{extra}' extra ({module} is not installed)",
+                               hint=f"pip install 'stdb-conformance[{extra}]', or leave the suite out with "
+                                    f"--suites")
 
 
 def _suite_files(selected: list[str]) -> list[Path]:

@@ -43,9 +43,9 @@ if [ ! -x "$repo/.venv/bin/python" ]; then
   python3 -m venv "$repo/.venv"
 fi
 if ! "$repo/.venv/bin/python" -c "import harness, pytest, testinfra" 2>/dev/null \
-   || [ "$repo/pyproject.toml" -nt "$repo/.venv/.installed" ]; then
+   || [ "$repo/pyproject.toml" -nt "$repo/.venv/.installed" ] || [ "$repo/constraints.txt" -nt "$repo/.venv/.installed" ]; then
   say "installing the kit into .venv"
   "$repo/.venv/bin/python" -m pip install -q --upgrade pip
-  "$repo/.venv/bin/python" -m pip install -q -e "$repo[test]"
+  "$repo/.venv/bin/python" -m pip install -q -c "$repo/constraints.txt" -e "$repo[test]"
   touch "$repo/.venv/.installed"
 fi

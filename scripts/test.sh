@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The kit's tests: ruff, the fast tests, and (when a docker engine runs) the lab integration tests.
+# The kit's tests: ruff, mypy, the fast tests, and (when a docker engine runs) the lab integration tests.
 # Installs what it needs first. Extra arguments go to pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -7,6 +7,7 @@ bash "$repo/scripts/bootstrap.sh"
 export STDB_RUNBOOK="${STDB_RUNBOOK:-$repo/../shared/runbook/self-hosting.md}"
 cd "$repo"
 .venv/bin/ruff check .
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest tests -q -rfE "$@"
 rc=$?

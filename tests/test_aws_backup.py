@@ -31,7 +31,7 @@ def _suite(state: dict, runbook: Path, tmp_path: Path) -> dict[str, str]:
     lab_state = tmp_path / "state.json"
     lab_state.write_text(json.dumps({"run_id": "t", "runbook": str(runbook), "profile": "default", "aws": state}))
     out = tmp_path / "checks.json"
-    subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_aws_backup.py"), "-p",
+    subprocess.run([sys.executable, "-m", "pytest", str(REPO / "harness" / "suites" / "test_aws_backup.py"), "-p",
                     "harness.pytest_plugin", "--lab-state", str(lab_state), "--checks-out", str(out), "-q",
                     "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(REPO)],
                    cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -12,7 +12,7 @@ CHECK_IN_DOC = re.compile(r"^\| `([a-z0-9_.-]+)` \|", re.MULTILINE)
 
 def suite_check_ids() -> dict[str, str]:
     ids: dict[str, str] = {}
-    for path in sorted((REPO_ROOT / "suites").glob("test_*.py")):
+    for path in sorted((REPO_ROOT / "harness" / "suites").glob("test_*.py")):
         for check_id in CHECK_IN_SUITE.findall(path.read_text()):
             assert check_id not in ids, f"duplicate check id {check_id} in {path.name} and {ids[check_id]}"
             ids[check_id] = path.name
@@ -20,7 +20,7 @@ def suite_check_ids() -> dict[str, str]:
 
 
 def test_suites_define_checks() -> None:
-    assert suite_check_ids(), "no checks found in suites/"
+    assert suite_check_ids(), "no checks found in harness/suites/"
 
 
 def test_catalogue_matches_suites() -> None:

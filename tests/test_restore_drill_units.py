@@ -30,7 +30,7 @@ def test_a_runbook_without_a_restore_procedure_has_no_flow() -> None:
 
 
 def test_the_test_runbook_has_the_shared_flow_and_targets() -> None:
-    from suites.test_backup_restore import _runbook_target
+    from harness.suites.test_backup_restore import _runbook_target
 
     assert len(restore_flow(build_plan(DRILL))) == 6
     assert _runbook_target(str(DRILL), "RPO") == (3600.0, "RPO (data loss tolerance): e.g. 1 hour")
@@ -72,7 +72,7 @@ def test_the_report_shows_counts_checksums_seq_rto_and_loss_window(tmp_path: Pat
 
 
 def _judge_history(tmp_path: Path, history: dict) -> dict[str, dict]:
-    """Run suites/test_backup_restore.py (the real suite, through the plugin) on a recorded history."""
+    """Run harness/suites/test_backup_restore.py (the real suite, through the plugin) on a recorded history."""
     import json
     import subprocess
     import sys
@@ -83,8 +83,9 @@ def _judge_history(tmp_path: Path, history: dict) -> dict[str, dict]:
     state.write_text(json.dumps({"run_id": "r1", "backend": "vm", "runbook": str(DRILL), "profile": "default",
                                  "workdir": str(tmp_path), "lab": {}, "histories": {"backup_restore": str(hist)}}))
     out = tmp_path / "checks.json"
-    subprocess.run([sys.executable, "-m", "pytest", str(REPO_ROOT / "suites" / "test_backup_restore.py"), "-q",
-                    "-p", "harness.pytest_plugin", "--lab-state", str(state), "--checks-out", str(out),
+    suite = REPO_ROOT / "harness" / "suites" / "test_backup_restore.py"
+    subprocess.run([sys.executable, "-m", "pytest", str(suite), "-q", "-p", "harness.pytest_plugin",
+                    "--lab-state", str(state), "--checks-out", str(out),
                     "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT), "-o", "addopts="],
                    cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     return {c["id"]: c for c in json.loads(out.read_text())}

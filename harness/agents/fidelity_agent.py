@@ -485,7 +485,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     api = Api(args.url, token, timeout=args.timeout)
     status, data, error = api.sql(args.db, args.query)
     api.close()
-    result = {"ok": status == 200, "status": status or None}
+    result: dict[str, Any] = {"ok": status == 200, "status": status or None}
     if status == 200:
         try:
             result["result"] = json.loads(data)

@@ -10,10 +10,11 @@ turns it red.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from typing import Any
 
 
-def selection_covers(selection: dict[str, Any], volume_id: str, tags: dict[str, str]) -> bool:
+def selection_covers(selection: Mapping[str, Any], volume_id: str, tags: dict[str, str]) -> bool:
     def names_volume(arn: str) -> bool:
         if arn == "*":
             return True

@@ -31,7 +31,7 @@ def retention_days(retention: dict[str, Any]) -> int:
     if "days" in retention:
         return int(retention["days"])
     if "months_max" in retention or "months" in retention:
-        return 30 * int(retention.get("months_max", retention.get("months")))
+        return 30 * int(retention["months_max"] if "months_max" in retention else retention["months"])
     raise ValueError(f"unknown retention {retention}")
 
 

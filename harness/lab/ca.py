@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class LabCA:
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, stem: str, names: list[str], ips: list[str] = ()) -> IssuedCert:  # type: ignore[assignment]
+    def issue(self, stem: str, names: list[str], ips: Sequence[str] = ()) -> IssuedCert:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]

@@ -32,7 +32,10 @@ def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
     from harness.vm.resources import cleanup_dead_vm_resources
 
     removed += cleanup_dead_vm_resources(all_runs=all_runs)
-    docker_ok = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    try:
+        docker_ok = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):  # no docker client, or an engine that does not answer
+        docker_ok = False
     if docker_ok:
         for item in labelled("container"):
             if all_runs or _dead(item["run_id"], item["pid"], item["boot"]):
@@ -51,6 +54,7 @@ def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
             removed.append(f"dir {path}")
     for run_id in runs.registered_ids():
         if all_runs or _dead(run_id):
+            removed += runs.stop_helpers(run_id)
             runs.unregister(run_id)
     for line in removed:
         progress(f"removed {line}")
@@ -58,11 +62,14 @@ def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
 
 
 def _loop_devices(all_runs: bool) -> list[str]:
-    proc = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0 or not proc.stdout.strip():
+    try:
+        proc = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True, timeout=30)
+        devices = json.loads(proc.stdout).get("loopdevices", []) if proc.returncode == 0 and proc.stdout.strip() \
+            else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
         return []
     removed = []
-    for dev in json.loads(proc.stdout).get("loopdevices", []):
+    for dev in devices:
         backing = dev.get("back-file") or ""
         match = re.search(r"/stdbc-([0-9a-f]{8})-", backing)
         if match and (all_runs or _dead(match.group(1))):

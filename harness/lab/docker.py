@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -39,10 +40,16 @@ def require_engine() -> None:
     """Fail with a one-line fix when the docker engine is not reachable."""
     if shutil.which("docker") is None:
         raise LabError("the docker client is not installed", hint="run: bash scripts/bootstrap.sh")
-    proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=30)
+    try:
+        proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise LabError("the docker engine did not answer `docker info` within 30s",
+                       hint="check dockerd (bash scripts/bootstrap.sh starts it) and DOCKER_HOST") from None
     if proc.returncode != 0:
-        raise LabError("the docker engine is not running",
-                       hint="start it (bash scripts/bootstrap.sh starts dockerd) and run again")
+        said = [line for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise LabError("the docker engine is not running" + (f": {said[-1].strip()[:200]}" if said else ""),
+                       hint="start it (bash scripts/bootstrap.sh starts dockerd) and run again"
+                            + (f"; DOCKER_HOST={os.environ['DOCKER_HOST']}" if os.environ.get("DOCKER_HOST") else ""))
 
 
 def inspect(kind: str, name: str) -> dict[str, Any] | None:

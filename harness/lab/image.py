@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness.errors import LabError
 from harness.lab.docker import docker, require_engine
+from harness.paths import KEYRING_FINGERPRINT, keyring_path
 
 Progress = Callable[[str], None]
 
@@ -36,6 +37,9 @@ PACKAGES = [
     "ufw", "iproute2", "fdisk", "e2fsprogs", "util-linux", "mount", "procps", "less", "iputils-ping", "kmod",
     "openssl", "netcat-openbsd", "cron", "logrotate", "apt-utils",
 ]
+# ssh-hostkeys.service is ordered before ssh.service only (as harness/vm/recipe.py does): ordered before
+# ssh.socket too it made an ordering cycle (socket -> sockets.target -> basic.target -> the unit) that systemd
+# broke at random boots by dropping ssh.socket's start job: no sshd on port 22 ("Connection refused").
 CONFIGURE = r"""
 set -eu
 useradd --create-home --shell /bin/bash --groups sudo,adm ubuntu
@@ -53,7 +57,7 @@ rm -f /var/lib/dbus/machine-id
 systemctl mask getty@tty1.service console-getty.service systemd-logind.service >/dev/null 2>&1 || true
 systemctl enable ssh.socket >/dev/null 2>&1 || systemctl enable ssh.service >/dev/null 2>&1 || true
 rm -f /etc/ssh/ssh_host_*
-printf '[Unit]\nDescription=Regenerate SSH host keys\nBefore=ssh.service ssh.socket\n[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n[Install]\nWantedBy=multi-user.target\n' > /etc/systemd/system/ssh-hostkeys.service
+printf '[Unit]\nDescription=Regenerate SSH host keys\nBefore=ssh.service\n[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n[Install]\nWantedBy=multi-user.target\n' > /etc/systemd/system/ssh-hostkeys.service
 systemctl enable ssh-hostkeys.service >/dev/null 2>&1
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/* /var/log/dpkg.log /tmp/*
@@ -68,33 +72,22 @@ class ImageInfo:
     seconds: float = 0.0
 
 
-def repo_shared_dir() -> Path:
-    env = os.environ.get("STDB_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
-def keyring_path() -> Path:
-    env = os.environ.get("STDB_UBUNTU_KEYRING")
-    path = Path(env) if env else repo_shared_dir() / "keys" / "ubuntu-archive-keyring.gpg"
-    if not path.is_file():
-        raise LabError(f"Ubuntu archive keyring not found at {path}",
-                       hint="set STDB_UBUNTU_KEYRING to ubuntu-archive-keyring.gpg")
-    return path
-
-
 def cache_dir() -> Path:
     base = Path(os.environ.get("STDB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                 / "stdb-conformance")
     path = base / "images"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from harness.lab.preflight import cache_error
+
+        raise cache_error(path, exc) from None
     return path
 
 
 def recipe_key() -> str:
     recipe = {"suite": SUITE, "script": DEBOOTSTRAP_SCRIPT, "packages": PACKAGES, "configure": CONFIGURE,
-              "keyring": hashlib.sha256(keyring_path().read_bytes()).hexdigest(), "variant": "minbase"}
+              "keyring": KEYRING_FINGERPRINT, "variant": "minbase"}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -104,6 +97,11 @@ def image_tag(key: str) -> str:
 
 def _image_present(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False, timeout=30).returncode == 0
+
+
+def image_present(tag: str) -> bool:
+    """Whether the docker engine already has the base image `tag` (a run then neither builds nor imports)."""
+    return _image_present(tag)
 
 
 def ensure_base_image(progress: Progress = print) -> ImageInfo:
@@ -116,18 +114,23 @@ def ensure_base_image(progress: Progress = print) -> ImageInfo:
         progress(f"image {tag}: cached in the docker engine")
         return ImageInfo(tag, key, built=False, seconds=time.monotonic() - started)
     cache = cache_dir()
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _image_present(tag):
-            return ImageInfo(tag, key, built=False, seconds=time.monotonic() - started)
-        tarball = cache / f"docker-{key[:16]}.tar"
-        built = False
-        if not tarball.exists():
-            _build_rootfs_tarball(tarball, progress)
-            built = True
-        else:
-            progress(f"image {tag}: importing cached root file system {tarball}")
-        _import(tarball, tag)
+    try:
+        with open(cache / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _image_present(tag):
+                return ImageInfo(tag, key, built=False, seconds=time.monotonic() - started)
+            tarball = cache / f"docker-{key[:16]}.tar"
+            built = False
+            if not tarball.exists():
+                _build_rootfs_tarball(tarball, progress)
+                built = True
+            else:
+                progress(f"image {tag}: importing cached root file system {tarball}")
+            _import(tarball, tag)
+    except OSError as exc:  # the cache filled up or went read-only during the build: one line, not a traceback
+        from harness.lab.preflight import cache_error
+
+        raise cache_error(cache, exc) from None
     return ImageInfo(tag, key, built=built, seconds=time.monotonic() - started)
 
 
@@ -177,8 +180,12 @@ def _logged(argv: list[str], log: Path, *, timeout: float, what: str) -> None:
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"image build: {what} timed out after {timeout:.0f}s (log: {log})") from exc
     if proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise LabError(f"image build: {what} failed (exit {proc.returncode}): {tail[0]}")
+        text = log.read_text(errors="replace")
+        tail = text.strip().splitlines()[-1:] or ["(no output)"]
+        full = "No space left on device" in text
+        raise LabError(f"image build: {what} failed (exit {proc.returncode}): {tail[0]}",
+                       hint=f"the file system of {log.parent} is full: free space or point STDB_CACHE_DIR at a "
+                            "larger one" if full else None)
 
 
 def _unmount_below(root: Path) -> None:

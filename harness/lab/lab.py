@@ -14,6 +14,7 @@ from the lab; the EBS data volume is a loop device.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -172,7 +173,7 @@ class Lab:
             self._loop_device(progress)
         # the hosts start concurrently (each `docker run` is ~0.35 s), then target and operator are prepared
         # side by side (update-ca-certificates and the CLI install dominate)
-        starters = []
+        starters: list[Callable[[Progress], None]] = []
         if self.options.mirror_dir is not None:
             starters.append(self._mirror)
         if self.options.acme:
@@ -182,7 +183,7 @@ class Lab:
             starters.append(self._operator_host)
         if self.options.backend != "vm":
             starters.append(self._target)
-        _in_parallel([lambda f=f: f(progress) for f in starters])
+        _in_parallel([functools.partial(f, progress) for f in starters])
         if self.options.backend == "vm":
             self._vm_target(progress)
         preparers = [lambda: self._prepare_target(progress)]

@@ -30,8 +30,55 @@ def register(run_id: str) -> Path:
     REGISTRY.mkdir(parents=True, exist_ok=True)
     path = REGISTRY / f"{run_id}.json"
     pid = os.getpid()
-    path.write_text(json.dumps({"run_id": run_id, "pid": pid, "start": _start_time(pid), "boot": host_boot_id()}))
+    previous = owner(run_id) or {}
+    helpers = _helpers(previous) if previous.get("pid") == pid else []
+    _write(path, {"run_id": run_id, "pid": pid, "start": _start_time(pid), "boot": host_boot_id(),
+                  "helpers": helpers})
     return path
+
+
+def _write(path: Path, record: dict[str, object]) -> None:
+    """Atomically: a concurrent reader (another run's sweep) sees the old record or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def _helpers(record: dict[str, object]) -> list[dict[str, object]]:
+    found = record.get("helpers")
+    return [h for h in found if isinstance(h, dict)] if isinstance(found, list) else []
+
+
+def add_helper(run_id: str, pid: int, what: str) -> None:
+    """Record a helper process this run started on the host (e.g. the moto server, in a session of its own):
+    the dead-run sweep stops it when the run died without stopping it (SIGKILL, crash)."""
+    record = owner(run_id)
+    if record is None:
+        return
+    helpers = _helpers(record)
+    helpers.append({"pid": pid, "start": _start_time(pid), "what": what})
+    record["helpers"] = helpers
+    _write(REGISTRY / f"{run_id}.json", record)
+
+
+def stop_helpers(run_id: str) -> list[str]:
+    """Kill the recorded helper processes of `run_id` that still run (same pid AND start time). For dead runs."""
+    import signal
+
+    record = owner(run_id) or {}
+    stopped = []
+    for helper in _helpers(record):
+        try:
+            pid = int(str(helper.get("pid", 0)))
+        except ValueError:
+            continue
+        if pid > 0 and helper.get("start") and _start_time(pid) == helper.get("start"):
+            try:
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+            stopped.append(f"helper process {pid} ({helper.get('what', '?')})")
+    return stopped
 
 
 def unregister(run_id: str) -> None:
@@ -40,16 +87,19 @@ def unregister(run_id: str) -> None:
 
 def owner(run_id: str) -> dict[str, object] | None:
     try:
-        return json.loads((REGISTRY / f"{run_id}.json").read_text())
+        record = json.loads((REGISTRY / f"{run_id}.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def alive(run_id: str, pid: str | int | None = None, boot: str | None = None) -> bool:
     """True when the process that owns `run_id` still runs on this host boot."""
     record = owner(run_id)
     if record is not None:
-        pid, boot = record.get("pid"), str(record.get("boot", ""))
+        recorded = record.get("pid")
+        pid = recorded if isinstance(recorded, str | int) else None
+        boot = str(record.get("boot", ""))
         start = str(record.get("start", ""))
     else:
         start = ""

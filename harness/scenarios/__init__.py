@@ -86,7 +86,8 @@ def observe(target: Any, probes: dict[str, str], *, timeout: float = 120.0) -> d
     res = target.run(script, timeout=timeout)
     found: dict[str, dict[str, Any]] = {name: {"command": command, "status": None, "output": ""}
                                         for name, command in probes.items()}
-    name, lines = "", []
+    name = ""
+    lines: list[str] = []
     for line in res.stdout.splitlines():
         if line.startswith(marker + "exit=") and name:
             found[name]["output"] = "\n".join(lines).strip()

@@ -70,9 +70,9 @@ def generate(lab: Any, state: dict[str, Any], progress: Progress) -> dict[str, A
         return {"applicable": False, "events": [], "reason": (
             "the conformance module for a real SpacetimeDB must be compiled to wasm (Rust source in "
             "fixtures/conformance_module/rust); this lab has no Rust toolchain to build it")}
-    from harness.planner import build_plan
+    from harness.run_state import plan_of_run
 
-    plan = build_plan(Path(state["runbook"]), state["profile"])
+    plan = plan_of_run(state)
     flow = restore_flow(plan)
     if not flow:
         return {"applicable": False, "events": [], "reason": "the plan has no restore procedure (no steps in "
@@ -522,11 +522,11 @@ class _Drill:
         if action == "verify_query":
             last = self.h.get("last_acked_before_snapshot") or 1
             query = f"SELECT * FROM seq WHERE seq = {int(last)}"
-            command = (f"sudo -u {SERVICE} {MOUNT_POINT}/spacetime --root-dir={MOUNT_POINT} sql -s local {DB} "
-                       f"{shlex.quote(query)}")
+            sql = (f"sudo -u {SERVICE} {MOUNT_POINT}/spacetime --root-dir={MOUNT_POINT} sql -s local {DB} "
+                   f"{shlex.quote(query)}")
             res = host.run(f"for i in $(seq 30); do curl -s -o /dev/null --max-time 3 "
                            f"http://127.0.0.1:3000/v1/ping && break; case $(systemctl is-active {SERVICE}) in "
-                           f"failed|inactive) [ $i -gt 5 ] && break;; esac; sleep 1; done; {command}", timeout=180)
+                           f"failed|inactive) [ $i -gt 5 ] && break;; esac; sleep 1; done; {sql}", timeout=180)
             from fixtures.conformance_seed import seq_payload
 
             found = res.ok and seq_payload(int(last)) in res.stdout

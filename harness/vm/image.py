@@ -20,8 +20,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from harness.errors import LabError
+from harness.paths import keyring_path
 from harness.vm import recipe as r
 from harness.vm.util import Progress, Stopwatch, cache_root, run, stderr_progress
 
@@ -66,7 +68,8 @@ def ensure_vm_image(progress: Progress = stderr_progress, *, cache_dir: Path | N
         try:
             progress(f"building VM image {key} (Ubuntu {r.SUITE} + linux-image-virtual; a few minutes, once)")
             _build(work, key, progress)
-            (work / "rootfs").exists() and shutil.rmtree(work / "rootfs")
+            if (work / "rootfs").exists():
+                shutil.rmtree(work / "rootfs")
             os.rename(work, final)
         except BaseException:
             if (work / "build.log").is_file():
@@ -80,9 +83,9 @@ def ensure_vm_image(progress: Progress = stderr_progress, *, cache_dir: Path | N
     return image
 
 
-def _locked(lock: object) -> bool:
+def _locked(lock: IO[str]) -> bool:
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[arg-type]
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     return False
@@ -106,8 +109,7 @@ def _check_tools() -> None:
             run([tool, "--version"], timeout=10, what=f"VM image build needs {tool}")
     if os.geteuid() != 0:
         raise LabError("building the VM image needs root (debootstrap, chroot)", hint="run as root")
-    if not r.KEYRING.is_file():
-        raise LabError(f"Ubuntu archive keyring missing at {r.KEYRING}")
+    keyring_path()  # one line naming the variable to set when the keyring cannot be found
 
 
 def _build(work: Path, key: str, progress: Progress) -> None:
@@ -123,7 +125,7 @@ def _build(work: Path, key: str, progress: Progress) -> None:
         progress(f"  {name} done in {watch.seconds:.0f}s")
 
     step("debootstrap", ["unshare", "--mount", "--fork", "--", "debootstrap", "--variant=minbase",
-                         f"--keyring={r.KEYRING}", f"--include={','.join(r.DEBOOTSTRAP_INCLUDE)}",
+                         f"--keyring={keyring_path()}", f"--include={','.join(r.DEBOOTSTRAP_INCLUDE)}",
                          r.SUITE, str(root), "", r.DEBOOTSTRAP_SCRIPT])
     mirror = r.mirror_from_sources_list((root / "etc/apt/sources.list").read_text())
     _write_files(root, mirror)

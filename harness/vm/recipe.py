@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+
+from harness.paths import KEYRING_FINGERPRINT
 
 RECIPE_VERSION = 2
 SUITE = "noble"
-KEYRING = Path("/work/shared/keys/ubuntu-archive-keyring.gpg")
 DEBOOTSTRAP_SCRIPT = "/usr/share/debootstrap/scripts/gutsy"
 ROOT_DISK_SIZE = "8G"
 ROOT_LABEL = "cloudimg-rootfs"
@@ -92,12 +92,11 @@ def mirror_from_sources_list(text: str) -> str:
 
 def recipe() -> dict[str, object]:
     """Everything that decides the image's content (hashed into the cache key)."""
-    keyring = KEYRING.read_bytes() if KEYRING.is_file() else b""
     return {
         "version": RECIPE_VERSION,
         "suite": SUITE,
         "debootstrap": {"variant": "minbase", "include": DEBOOTSTRAP_INCLUDE, "script": DEBOOTSTRAP_SCRIPT},
-        "keyring_sha256": hashlib.sha256(keyring).hexdigest(),
+        "keyring": KEYRING_FINGERPRINT,
         "packages": PACKAGES,
         "drivers": REQUIRED_DRIVERS,
         "files": {

@@ -75,7 +75,9 @@ def wait_for_path_mounted(path: Path, process: subprocess.Popen[bytes], *, timeo
     while not is_mounted(path):
         if process.poll() is not None:
             err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
-            raise LabError(f"{process.args[0]} exited (status {process.returncode}) before mounting {path}: {err}")
+            args = process.args
+            program = os.fsdecode(args if isinstance(args, str | bytes | os.PathLike) else args[0])
+            raise LabError(f"{program} exited (status {process.returncode}) before mounting {path}: {err}")
         if time.monotonic() >= deadline:
             raise LabError(f"{path} was not mounted within {timeout:.0f}s")
         time.sleep(0.05)

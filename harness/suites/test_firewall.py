@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness.model import Plan
+from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
 
 PORTS = (22, 80, 443, 3000)
@@ -32,7 +32,7 @@ _CONNECT = ("import json,socket,sys\n"
             "print(json.dumps(out))\n")
 
 
-def _ufw_steps(plan: Plan) -> list:  # type: ignore[type-arg]
+def _ufw_steps(plan: Plan) -> list[Step]:
     return [s for s in plan.steps if s.command and re.search(r"\bufw\b", s.command)]
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from harness.model import Plan
+from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
+from harness.targets.base import Target
 
 ROOT_ON_CLIENT = "/usr/local/share/ca-certificates/stdb-conformance-acme-root.crt"
 
 
-def _certbot_step(plan: Plan):  # type: ignore[no-untyped-def]
+def _certbot_step(plan: Plan) -> Step | None:
     found = plan.find(contains="certbot --nginx")
     return found[0] if found else None
 
@@ -76,7 +77,7 @@ def _directives(text: str, name: str) -> list[str]:
     return [m.group(1).strip() for line in lines for m in [re.match(rf"\s*{name}\s+([^;]*);", line)] if m]
 
 
-def _effective_ssl_protocols(target, plan: Plan, check: CheckRecorder) -> str:  # type: ignore[no-untyped-def]
+def _effective_ssl_protocols(target: Target, plan: Plan, check: CheckRecorder) -> str:
     """ssl_protocols for the site's server: the site file and the files it includes (certbot's options), else
     the http-level setting of nginx.conf."""
     sites = [s.path for s in plan.steps if s.kind.value == "file_write" and s.path and "/nginx/" in s.path]

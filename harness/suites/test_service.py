@@ -15,6 +15,7 @@ import pytest
 
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
+from harness.targets.base import Target
 
 UNIT_PATH = "/etc/systemd/system/spacetimedb.service"
 SERVICE = "spacetimedb"
@@ -29,7 +30,7 @@ def _step(plan: Plan, *, path: str | None = None, contains: str | None = None,
     return found[0] if found else None
 
 
-def _main_pid(target, check: CheckRecorder) -> int:  # type: ignore[no-untyped-def]
+def _main_pid(target: Target, check: CheckRecorder) -> int:
     res = check.run(target, f"systemctl show -p MainPID --value {SERVICE}", label="main pid")
     try:
         return int(res.stdout.strip() or 0)

@@ -12,11 +12,12 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness.model import Plan, StepKind
+from harness.model import Plan, Step, StepKind
 from harness.probe_client import ProbeSession
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.routes_model import (
@@ -34,7 +35,7 @@ HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
 HYPOTHESIS_SECONDS = 120.0
 
 
-def _site_step(plan: Plan):  # type: ignore[no-untyped-def]
+def _site_step(plan: Plan) -> Step | None:
     steps = [s for s in plan.steps if s.kind is StepKind.FILE_WRITE and s.path and "/nginx/" in s.path]
     return steps[0] if steps else None
 
@@ -48,7 +49,7 @@ def locations(plan: Plan) -> list:
 
 
 @pytest.fixture(scope="session")
-def probe(lab: Any):  # type: ignore[no-untyped-def]
+def probe(lab: Any) -> Iterator[ProbeSession]:
     lab.trust_acme_root_on("client")  # adaptation: the client trusts the ACME CA that issued the certificate
     with ProbeSession(lab.s.containers["client"], max_requests=HYPOTHESIS_EXAMPLES * 4 + 400) as session:
         yield session
@@ -119,10 +120,10 @@ def test_subscribe_websocket(lab, target, run_state, plan: Plan, check: CheckRec
                                 f"{shlex.quote('SELECT * FROM ' + database.table)} --until IdentityToken --timeout 20",
                     label="wss subscribe from the client")
     events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
-    upgrade = next((e for e in events if e.get("event") in ("upgraded", "refused")), {})
+    upgrade: dict[str, Any] = next((e for e in events if e.get("event") in ("upgraded", "refused")), {})
     assert upgrade.get("status") == 101, f"no upgrade: {upgrade.get('status_line', res.stderr.strip()[-200:])}"
     assert upgrade.get("protocol") == "v1.json.spacetimedb", f"protocol not echoed: {upgrade.get('protocol')}"
-    first = next((e for e in events if e.get("event") == "message"), {})
+    first: dict[str, Any] = next((e for e in events if e.get("event") == "message"), {})
     assert first.get("kind") == "IdentityToken", f"first message is {first.get('kind')}"
 
 
@@ -142,7 +143,7 @@ EVIDENCE_USED = ("answered by: 'backend' = the response carries SpacetimeDB's CO
                  "code alone is never used")
 
 
-def _families(lab, probe, scheme: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+def _families(lab: Any, probe: ProbeSession, scheme: str) -> dict[str, dict]:
     return {f.name: _request(lab, probe, f.method, f.path(), scheme=scheme) for f in FAMILIES}
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from harness.aws.coverage import selection_covers
 from harness.aws.moto_lab import client
-from harness.model import Plan, StepKind
+from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 
 
@@ -27,7 +28,7 @@ def aws(run_state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _console(plan: Plan, action: str):  # type: ignore[no-untyped-def]
+def _console(plan: Plan, action: str) -> Step | None:
     return next((s for s in plan.steps if s.kind is StepKind.CONSOLE and s.params.get("action") == action), None)
 
 
@@ -108,7 +109,7 @@ def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
     assert targets <= vaults, f"rules target missing vaults: {sorted(targets - vaults)}"
 
 
-def _volume(aws: dict[str, Any]) -> dict[str, Any]:
+def _volume(aws: dict[str, Any]) -> Mapping[str, Any]:
     ec2 = client("ec2", aws["endpoint_url"], aws["region"])
     vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["spacetimedb-data"]}])["Volumes"]
     return vols[0] if vols else {}

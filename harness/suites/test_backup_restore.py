@@ -135,8 +135,8 @@ def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: Chec
     if history.get("backend") != "vm":
         check.not_applicable(f"on the {history.get('backend')} backend the snapshot is {history.get('consistency')}: "
                              "the restore flow and the data checks are judged on that copy")
-    pid = [re.search(r"MainPID=(\d+)", event.get(k) or "") for k in ("service_before", "service_after")]
-    assert all(pid) and pid[0].group(1) == pid[1].group(1) != "0", \
+    before, after = (re.search(r"MainPID=(\d+)", event.get(k) or "") for k in ("service_before", "service_after"))
+    assert before and after and before.group(1) == after.group(1) != "0", \
         f"the service did not keep running through the snapshot: {event.get('service_before')!r} -> " \
         f"{event.get('service_after')!r}"
     assert event.get("acked_before", 0) > 0 and event.get("acked_when_finished", 0) > event["acked_before"], \
