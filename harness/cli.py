@@ -80,9 +80,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         spacetimedb=args.spacetimedb,
         report_dir=Path(args.report_dir) if args.report_dir else default_report_dir(),
         suites=[s for s in (args.suites or "").split(",") if s], keep_lab=args.keep_lab,
-        fail_on=args.fail_on,
+        fail_on=args.fail_on, mutate_host=_mutate_host(args.mutate_host),
     )
     return run(options, _progress)
+
+
+def _mutate_host(value: str | None) -> Path | None:
+    """`run --mutate-host FILE.json` (hidden; the selftest's host-state mutants), checked before any lab work."""
+    if not value:
+        return None
+    from harness.selftest.hook import load_host_mutants
+
+    load_host_mutants(Path(value))
+    return Path(value)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from harness.selftest.runner import selftest
+
+    return selftest(args, _progress)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -124,7 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--keep-lab", action="store_true", help="leave the lab running (debugging)")
     p_run.add_argument("--fail-on", default="error", choices=["error", "warning", "never"],
                        help="finding severity that fails the verdict (default: error)")
+    p_run.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/selftest/hook.py)
     p_run.set_defaults(func=cmd_run)
+
+    from harness.selftest.runner import EXIT_HELP, add_arguments
+
+    p_selftest = sub.add_parser("selftest", help="mutation self-test: known defects must turn their checks red",
+                                epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p_selftest)
+    p_selftest.set_defaults(func=cmd_selftest)
 
     p_clean = sub.add_parser("clean", help="remove lab resources left by dead runs")
     p_clean.add_argument("--all", action="store_true", help="also remove resources of live runs")

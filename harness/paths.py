@@ -21,6 +21,7 @@ KEYRING_NAME = "ubuntu-archive-keyring.gpg"
 # so a warm run needs no keyring file at all)
 KEYRING_FINGERPRINT = "F6ECB3762474EDA9D21B7022871920D1991BC93C"
 REFERENCE_RUNBOOK = Path("runbook") / "self-hosting.md"
+SYSTEM_KEYRING = Path("/usr/share/keyrings") / KEYRING_NAME
 
 
 def checkout_root() -> Path | None:
@@ -69,6 +70,8 @@ def keyring_path() -> Path:
     shared = shared_dir()
     if shared is not None and (shared / "keys" / KEYRING_NAME).is_file():
         return shared / "keys" / KEYRING_NAME
+    if SYSTEM_KEYRING.is_file():  # an Ubuntu machine (package ubuntu-keyring) has it already
+        return SYSTEM_KEYRING
     raise LabError(f"Ubuntu archive keyring {KEYRING_NAME} not found (needed once, to build the lab image)",
                    hint="set STDB_SHARED_DIR to the folder holding keys/ubuntu-archive-keyring.gpg, "
                         "or STDB_UBUNTU_KEYRING to the file")

@@ -5,6 +5,7 @@ whole session by `max_requests`."""
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from harness.errors import LabError
 
 AGENTS = Path(__file__).resolve().parent / "agents"
+ANSWER_MARGIN = 30.0  # seconds beyond a request's own timeout before the agent is judged hung
 
 
 class ProbeSession:
@@ -31,6 +33,12 @@ class ProbeSession:
         self.sent += 1
         self.proc.stdin.write(json.dumps({"id": self.sent, **request}) + "\n")
         self.proc.stdin.flush()
+        # the agent bounds each request by its own timeout; this bounds the agent (a hung docker exec)
+        bound = float(request.get("timeout", 10)) + ANSWER_MARGIN
+        ready, _, _ = select.select([self.proc.stdout], [], [], bound)
+        if not ready:
+            self.proc.kill()
+            raise LabError(f"the probe agent in {self.container} did not answer within {bound:.0f}s")
         line = self.proc.stdout.readline()
         if not line:
             err = self.proc.stderr.read() if self.proc.stderr else ""

@@ -46,6 +46,7 @@ class RunOptions:
     suites: list[str] = field(default_factory=list)  # empty = all present
     keep_lab: bool = False
     fail_on: str = "error"
+    mutate_host: Path | None = None  # selftest only: host commands run after the apply phase (selftest/hook.py)
 
 
 class Terminated(KeyboardInterrupt):
@@ -144,6 +145,11 @@ def run(options: RunOptions, progress: Progress) -> int:
             with timer.phase("apply"):
                 applied = apply_plan(plan, lab.target, progress=progress, before_step=getattr(lab, "before_step", None))
             _record_apply(report, applied, workdir)
+            if options.mutate_host is not None:
+                from harness.selftest.hook import apply_host_mutants
+
+                with timer.phase("selftest_mutant"):
+                    apply_host_mutants(options.mutate_host, lab.target, report, progress)
             with timer.phase("facts"):
                 report.environment.update(_environment_facts(lab.target))
                 report.environment["reachable_from_remote"] = _reachable_ports(lab)
@@ -307,6 +313,7 @@ def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseT
                 raise KeyboardInterrupt from None
             raise
     report.adaptations.extend(_lab_adaptations(lab))
+    report.environment["lab_readiness"] = lab.state().get("readiness", {})  # each bounded wait and its bound
     return lab
 
 

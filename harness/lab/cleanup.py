@@ -18,12 +18,12 @@ Progress = Callable[[str], None]
 _RUN_DIR = re.compile(r"^stdbc-([0-9a-f]{8})-")
 
 
-def _dead(run_id: str, pid: str = "", boot: str = "") -> bool:
+def _dead(run_id: str, pid: str = "", boot: str = "", start: str = "") -> bool:
     """A run is dead when its owner process is gone. A run id nobody registered and no label describes
     (e.g. another tool's temp dir) is never judged dead: only --all removes it."""
     if runs.owner(run_id) is None and not pid:
         return False
-    return not runs.alive(run_id, pid or None, boot or None)
+    return not runs.alive(run_id, pid or None, boot or None, start or None)
 
 
 def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
@@ -38,11 +38,11 @@ def sweep_dead(progress: Progress = print, all_runs: bool = False) -> list[str]:
         docker_ok = False
     if docker_ok:
         for item in labelled("container"):
-            if all_runs or _dead(item["run_id"], item["pid"], item["boot"]):
+            if all_runs or _dead(item["run_id"], item["pid"], item["boot"], item.get("start", "")):
                 docker("rm", "-f", "-v", item["name"], check=False, timeout=60)
                 removed.append(f"container {item['name']}")
         for item in labelled("network"):
-            if all_runs or _dead(item["run_id"], item["pid"], item["boot"]):
+            if all_runs or _dead(item["run_id"], item["pid"], item["boot"], item.get("start", "")):
                 docker("network", "rm", item["name"], check=False, timeout=60)
                 removed.append(f"network {item['name']}")
     removed += _loop_devices(all_runs)

@@ -13,6 +13,7 @@ from harness.errors import LabError
 LABEL_RUN = "stdb-conformance.run-id"
 LABEL_PID = "stdb-conformance.pid"
 LABEL_BOOT = "stdb-conformance.host-boot"
+LABEL_START = "stdb-conformance.pid-start"  # the owner's start time: tells its pid from a later reuse
 LABEL_ROLE = "stdb-conformance.role"
 
 
@@ -72,5 +73,5 @@ def labelled(kind: str, label: str = LABEL_RUN) -> list[dict[str, str]]:
         labels = (data.get("Config") or {}).get("Labels") if kind == "container" else data.get("Labels")
         labels = labels or {}
         found.append({"name": name, "run_id": labels.get(LABEL_RUN, ""), "pid": labels.get(LABEL_PID, ""),
-                      "boot": labels.get(LABEL_BOOT, "")})
+                      "boot": labels.get(LABEL_BOOT, ""), "start": labels.get(LABEL_START, "")})
     return found

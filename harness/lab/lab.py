@@ -22,8 +22,11 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,16 @@ from typing import Any
 from harness.errors import LabError
 from harness.lab import runs
 from harness.lab.ca import LabCA
-from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_ROLE, LABEL_RUN, docker, docker_text, require_engine
+from harness.lab.docker import (
+    LABEL_BOOT,
+    LABEL_PID,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_START,
+    docker,
+    docker_text,
+    require_engine,
+)
 from harness.targets.docker_target import DockerTarget
 
 Progress = Callable[[str], None]
@@ -42,6 +54,9 @@ TARGET_HOSTNAME = "stdb-target"
 RECOVERY_HOSTNAME = "stdb-recovery"
 DATA_DEVICE = "/dev/nvme1n1"
 DATA_SIZE_MB = 1024
+CA_TIMEOUT = 300.0  # update-ca-certificates rehashes every root: minutes in a TCG guest on a loaded host
+DOWN_WAIT = 120.0  # seconds down() waits for an interrupted up()'s workers (their hosts are gone by then)
+READY_TIMEOUT = 60.0  # seconds the lab's services (mirror, Pebble, the target's sshd) get to listen after start
 HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50, "recovery": 60}
 OPERATOR_PROJECT = "/home/ubuntu/spacetime-module"
 LAB_CA_ON_TARGET = "/usr/local/share/ca-certificates/stdb-conformance-lab-ca.crt"
@@ -87,6 +102,7 @@ class LabState:
     certbot_configured: bool = False
     extra_loop_devices: list[str] = field(default_factory=list)
     recovery_vm: dict[str, Any] = field(default_factory=dict)  # vm: the restore drill's recovery host
+    readiness: dict[str, Any] = field(default_factory=dict)  # bounded waits for the lab's services (and bounds)
 
 
 class Lab:
@@ -99,6 +115,8 @@ class Lab:
         self._vm: Any = None
         self._recovery_vm: Any = None
         self._attach_before: int | None = None  # vm: plan index of the step right after the console attach
+        self._closing = threading.Event()  # set by down(): workers still bringing hosts up start nothing new
+        self._inflight: list[Future[Any]] = []  # up()'s parallel work, waited for by down() (an interrupted up)
 
     def follow_plan(self, plan: Any) -> None:
         """vm backend: the runbook's console step that creates and attaches the data volume is performed by
@@ -155,7 +173,8 @@ class Lab:
 
     def labels(self, role: str) -> list[str]:
         return ["--label", f"{LABEL_RUN}={self.run_id}", "--label", f"{LABEL_PID}={os.getpid()}",
-                "--label", f"{LABEL_BOOT}={runs.host_boot_id()}", "--label", f"{LABEL_ROLE}={role}"]
+                "--label", f"{LABEL_BOOT}={runs.host_boot_id()}",
+                "--label", f"{LABEL_START}={runs.process_start(os.getpid())}", "--label", f"{LABEL_ROLE}={role}"]
 
     # ---- up ----------------------------------------------------------------------------------------
     def up(self, progress: Progress = print) -> None:
@@ -183,13 +202,57 @@ class Lab:
             starters.append(self._operator_host)
         if self.options.backend != "vm":
             starters.append(self._target)
-        _in_parallel([functools.partial(f, progress) for f in starters])
+        _in_parallel([functools.partial(f, progress) for f in starters], track=self._inflight)
         if self.options.backend == "vm":
             self._vm_target(progress)
+        self._wait_services(progress)
         preparers = [lambda: self._prepare_target(progress)]
         if self.options.operator:
             preparers.append(lambda: self._prepare_operator(progress))
-        _in_parallel(preparers)
+        _in_parallel(preparers, track=self._inflight)
+
+    def _wait_services(self, progress: Progress) -> None:
+        """Bounded readiness of what the lab's hosts serve, before anything uses it: the mirror's HTTPS (the
+        operator's CLI install), Pebble's ACME and management ports, the target's sshd (Step 5's scp/ssh from
+        the operator). Probed from the client like any remote host would. Every wait, its bound and how long
+        it took are in the lab state (`readiness`, copied into the report's environment); a wait that expires
+        is a lab error naming the bound."""
+        ports = {}
+        if "mirror" in self.s.containers:
+            ports["mirror https"] = ("mirror", 443)
+        if "acme" in self.s.containers:
+            ports["pebble acme"] = ("acme", 14000)
+            ports["pebble management"] = ("acme", 15000)
+        if self.s.backend == "docker" and "target" in self.s.containers:
+            ports["target sshd"] = ("target", 22)
+        if not ports or "client" not in self.s.containers:
+            return
+        client = self.client
+        started = time.monotonic()
+        pending = dict(ports)
+        tries = 0
+        while pending:
+            tries += 1
+            script = "; ".join(f"nc -z -w 2 {self.s.ips[role]} {port} && echo ready={port}@{self.s.ips[role]}"
+                               for role, port in pending.values())
+            res = client.run(script + "; true", timeout=30)
+            waited = round(time.monotonic() - started, 1)
+            for name, (role, port) in list(pending.items()):
+                if f"ready={port}@{self.s.ips[role]}" in res.stdout.split():
+                    self.s.readiness[name] = {"address": f"{self.s.ips[role]}:{port}", "ready": True,
+                                              "waited_seconds": waited, "timeout_seconds": READY_TIMEOUT}
+                    del pending[name]
+            if pending and waited >= READY_TIMEOUT:
+                for name, (role, port) in pending.items():
+                    self.s.readiness[name] = {"address": f"{self.s.ips[role]}:{port}", "ready": False,
+                                              "waited_seconds": waited, "timeout_seconds": READY_TIMEOUT}
+                names = ", ".join(f"{n} ({self.s.ips[r]}:{p})" for n, (r, p) in pending.items())
+                raise LabError(f"lab services not listening after the {READY_TIMEOUT:.0f}s bound: {names}",
+                               hint="see the container's logs (docker logs); run again")
+            if pending:
+                time.sleep(0.3)
+        progress(f"lab services listening ({', '.join(ports)}) after {round(time.monotonic() - started, 1)}s "
+                 f"(bound {READY_TIMEOUT:.0f}s each, {tries} probe round(s))")
 
     def _network(self, progress: Progress) -> None:
         name = f"stdbc-{self.run_id}"
@@ -199,7 +262,7 @@ class Lab:
             octet = 20 + (base + attempt * 17) % 200
             subnet = f"10.213.{octet}.0/24"
             proc = docker("network", "create", "--driver", "bridge", "--subnet", subnet, "--gateway",
-                          f"10.213.{octet}.1", *self.labels("network")[:6], name, check=False, timeout=60)
+                          f"10.213.{octet}.1", *self.labels("network")[:8], name, check=False, timeout=60)
             if proc.returncode == 0:
                 self.s.network, self.s.subnet = name, subnet
                 prefix = subnet.rsplit(".", 1)[0]
@@ -232,6 +295,8 @@ class Lab:
 
     def _run_container(self, role: str, argv: list[str], progress: Progress) -> str:
         name = f"stdbc-{self.run_id}-{role}"
+        if self._closing.is_set():
+            raise LabError(f"the lab is being removed: the {role} container is not started")
         docker("run", "-d", "--name", name, "--network", self.s.network, "--ip", self.s.ips[role],
                *self.labels(role), *argv, timeout=120, what=f"start the {role} container")
         self.s.containers[role] = name
@@ -354,6 +419,18 @@ class Lab:
         target = self.target
         state = target.wait_running(timeout=90)
         progress(f"target {self.s.containers['target']} ({self.s.ips['target']}, {self.domain}): systemd {state}")
+        sshd = target.run("systemctl is-active ssh.socket ssh.service", timeout=15)
+        if "active" not in sshd.stdout.split():
+            # images built before the ssh-hostkeys ordering fix (harness/lab/image.py) lose ssh.socket's start
+            # job at some boots: start it, and say so
+            started = target.run("systemctl start ssh.socket", timeout=30)
+            self.s.readiness["target ssh.socket"] = {"after_boot": " ".join(sshd.stdout.split()),
+                                                     "started_by_kit": started.ok}
+            self.adaptations.append(Adaptation(
+                "lab.ssh-socket-started", "ssh.socket was not active after the target booted; the kit started it",
+                f"systemctl is-active ssh.socket ssh.service: {' '.join(sshd.stdout.split())}; "
+                f"systemctl start ssh.socket: exit {started.exit_status}"))
+            progress(f"target: ssh.socket was not active after boot; started it (exit {started.exit_status})")
 
     def _lab_names(self) -> dict[str, str]:
         hosts = {self.domain: self.s.ips["target"], TARGET_HOSTNAME: self.s.ips["target"]}
@@ -381,9 +458,11 @@ class Lab:
         """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini."""
         target = self.target
         target.write_file(LAB_CA_ON_TARGET, self.ca_cert_path.read_bytes())
-        res = target.run("update-ca-certificates", timeout=60)
+        res = target.run("update-ca-certificates", timeout=CA_TIMEOUT)
         if not res.ok:
-            raise LabError(f"cannot install the lab CA on the target: {res.stderr.strip()[-200:]}")
+            why = (f"timed out after {CA_TIMEOUT:.0f} s" if res.timed_out
+                   else f"exit {res.exit_status}: {(res.stderr or res.stdout).strip()[-200:]}")
+            raise LabError(f"cannot install the lab CA on the target (update-ca-certificates {why})")
         self.adaptations.append(Adaptation(
             "lab.trust-lab-ca", "the target trusts the lab CA system-wide",
             f"{LAB_CA_ON_TARGET} + update-ca-certificates (mirror and Pebble API certificates chain to it)"))
@@ -524,27 +603,77 @@ class Lab:
                 self._vm.down()
             except Exception:  # noqa: BLE001 - the sweep below still runs
                 pass
-        names = list(self.s.containers.values())
-        found = docker("ps", "-aq", "--filter", f"label={LABEL_RUN}={self.run_id}", check=False, timeout=30)
-        names += found.stdout.decode().split()
-        if names:
-            docker("rm", "-f", "-v", *sorted(set(names)), check=False, timeout=120)
-        if self.s.network:
-            docker("network", "rm", self.s.network, check=False, timeout=60)
-        for device in [self.s.loop_device, *self.s.extra_loop_devices]:
-            if device:
-                subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
-        if self.s.workdir:
-            shutil.rmtree(self.s.workdir, ignore_errors=True)
+        # An interrupted up() may still have workers starting hosts: they start nothing new from now on, the
+        # containers are removed (their docker exec calls then fail fast), the workers are waited for (bounded)
+        # and whatever they created meanwhile is removed by a second sweep by label.
+        self._closing.set()
+        self._remove_containers(list(self.s.containers.values()))
+        if self._inflight:
+            from concurrent.futures import wait
+
+            wait(self._inflight, timeout=DOWN_WAIT)
+            self._remove_containers([])
+        self._remove_networks()
+        self._detach_loop_devices()
+        tmp = Path(tempfile.gettempdir())
+        for path in [Path(self.s.workdir)] if self.s.workdir else []:
+            shutil.rmtree(path, ignore_errors=True)
+        for path in tmp.glob(f"stdbc-{self.run_id}-lab-*"):  # a workdir made just before an interrupt
+            shutil.rmtree(path, ignore_errors=True)
         runs.unregister(self.run_id)
 
+    def _remove_containers(self, names: list[str]) -> None:
+        try:
+            found = docker("ps", "-aq", "--filter", f"label={LABEL_RUN}={self.run_id}", check=False, timeout=30)
+            names = names + found.stdout.decode().split()
+            if names:
+                docker("rm", "-f", "-v", *sorted(set(names)), check=False, timeout=120)
+        except LabError:
+            pass
 
-def _in_parallel(calls: list[Callable[[], Any]]) -> None:
-    """Run `calls` concurrently; re-raise the first failure after all have finished."""
+    def _remove_networks(self) -> None:
+        """The lab's network by name and by label (a `network create` interrupted after the engine made it)."""
+        for _attempt in range(5):  # endpoints of just-removed containers can linger a moment
+            try:
+                names = set(docker("network", "ls", "--format", "{{.Name}}", "--filter",
+                                   f"label={LABEL_RUN}={self.run_id}", check=False, timeout=30).stdout.decode().split())
+                if self.s.network and docker("network", "inspect", self.s.network, check=False,
+                                             timeout=30).returncode == 0:
+                    names.add(self.s.network)
+                if not names or docker("network", "rm", *sorted(names), check=False, timeout=60).returncode == 0:
+                    return
+            except LabError:
+                return
+            time.sleep(1)
+
+    def _detach_loop_devices(self) -> None:
+        """The loop devices this lab attached: recorded ones, and any whose backing file is one of this run's
+        (a `losetup --find --show` interrupted before its answer was recorded)."""
+        devices = {d for d in [self.s.loop_device, *self.s.extra_loop_devices] if d}
+        try:
+            proc = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True, timeout=30)
+            for dev in (json.loads(proc.stdout).get("loopdevices", []) if proc.stdout.strip() else []):
+                if f"/stdbc-{self.run_id}-" in (dev.get("back-file") or ""):
+                    devices.add(dev["name"])
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+        for device in sorted(devices):
+            try:
+                subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+def _in_parallel(calls: list[Callable[[], Any]], track: list[Future[Any]] | None = None) -> None:
+    """Run `calls` concurrently; re-raise the first failure after all have finished. The futures are added to
+    `track` first: an interrupt (raised in the main thread only) leaves the workers running, and the lab's
+    down() waits for them."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
         futures = [pool.submit(call) for call in calls]
+        if track is not None:
+            track.extend(futures)
     for future in futures:
         future.result()
 

@@ -61,7 +61,7 @@ def listening_sockets() -> dict[int, tuple[str, int]]:
 
 def sockets_of(pid: int) -> set[int]:
     """Socket inodes held open by `pid` (empty when it is gone or not ours to read)."""
-    inodes = set()
+    inodes: set[int] = set()
     try:
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:

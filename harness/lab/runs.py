@@ -25,6 +25,11 @@ def _start_time(pid: int) -> str:
         return ""
 
 
+def process_start(pid: int) -> str:
+    """The start time of `pid` (clock ticks since boot; empty when it is gone)."""
+    return _start_time(pid)
+
+
 def register(run_id: str) -> Path:
     """Record that this process owns `run_id` (pid, process start time, host boot id)."""
     REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -93,8 +98,9 @@ def owner(run_id: str) -> dict[str, object] | None:
     return record if isinstance(record, dict) else None
 
 
-def alive(run_id: str, pid: str | int | None = None, boot: str | None = None) -> bool:
-    """True when the process that owns `run_id` still runs on this host boot."""
+def alive(run_id: str, pid: str | int | None = None, boot: str | None = None, start: str | None = None) -> bool:
+    """True when the process that owns `run_id` still runs on this host boot (the registry's record, else the
+    given pid, boot id and process start time, e.g. from a resource's labels)."""
     record = owner(run_id)
     if record is not None:
         recorded = record.get("pid")
@@ -102,7 +108,7 @@ def alive(run_id: str, pid: str | int | None = None, boot: str | None = None) ->
         boot = str(record.get("boot", ""))
         start = str(record.get("start", ""))
     else:
-        start = ""
+        start = start or ""
     if not pid:
         return False
     if boot and boot != host_boot_id():

@@ -24,6 +24,7 @@ from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 
 PROJECT = "/home/ubuntu/spacetime-module"
 SUBSCRIBE_TIMEOUT = 40
+SSHD_WAIT = 60  # seconds the operator machine waits for the target's sshd before Step 5's scp/ssh
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,19 @@ def operator(lab: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def operator_steps(plan: Plan, lab: Any, operator: Any) -> list[tuple[Step, Any]]:
+def target_sshd(lab: Any, operator: Any) -> Any:
+    """Bounded wait (SSHD_WAIT seconds) on the operator machine for the target's sshd, before Step 5's scp and
+    ssh: the lab waited for it at bring-up, this shows it still answers. In the scp/ssh checks' evidence."""
+    ip = lab.s.ips["target"]
+    res = operator.run(f"for i in $(seq {SSHD_WAIT}); do nc -z -w 1 {ip} 22 && echo \"sshd on {ip}:22 answers "
+                       f"(try $i)\" && exit 0; sleep 1; done; echo \"sshd on {ip}:22 did not answer within "
+                       f"{SSHD_WAIT}s\" >&2; exit 1", timeout=SSHD_WAIT * 3)
+    res.command = f"wait (bound {SSHD_WAIT}s) for the target's sshd on {ip}:22"
+    return res
+
+
+@pytest.fixture(scope="session")
+def operator_steps(plan: Plan, lab: Any, operator: Any, target_sshd: Any) -> list[tuple[Step, Any]]:
     """Run every operator-phase shell step once, in order; stop at the first failure like an operator would."""
     done: list[tuple[Step, Any]] = []
     env = lab.operator_env()
@@ -85,13 +98,15 @@ def test_build(plan: Plan, operator_steps, check: CheckRecorder) -> None:
 
 
 @pytest.mark.check("operator.copy-module", claim="the module is copied to the server with scp")
-def test_copy_module(plan: Plan, operator_steps, check: CheckRecorder) -> None:
+def test_copy_module(plan: Plan, operator_steps, target_sshd, check: CheckRecorder) -> None:
+    check.record(target_sshd, label="readiness: the target's sshd seen from the operator machine")
     _judge(check, plan, operator_steps, r"^\s*scp\b", "`scp`")
 
 
 @pytest.mark.check("operator.remote-publish", claim="`ssh ubuntu@HOST spacetime publish -s local ...` publishes the "
                                                    "module on the server")
-def test_remote_publish(plan: Plan, operator_steps, check: CheckRecorder) -> None:
+def test_remote_publish(plan: Plan, operator_steps, target_sshd, check: CheckRecorder) -> None:
+    check.record(target_sshd, label="readiness: the target's sshd seen from the operator machine")
     _judge(check, plan, operator_steps, r"^\s*ssh\b.*\bpublish\b", "`ssh ... spacetime publish`")
 
 

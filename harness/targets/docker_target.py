@@ -79,6 +79,8 @@ class DockerTarget:
 
         def settled() -> bool:
             res = self.run("systemctl is-system-running", timeout=15)
+            if "No such container" in res.stderr:  # removed (the lab is going down): nothing to wait for
+                raise LabError(f"{self.name}: the container is gone")
             state["value"] = res.stdout.strip()
             return state["value"] in ("running", "degraded")
 

@@ -25,16 +25,19 @@ TCG_WARNING = ("KVM is not usable here ({reason}): falling back to TCG emulation
                "CPU-bound work in the VM is roughly 10x slower")
 
 
-def kvm_device_ok() -> tuple[bool, str]:
-    """/dev/kvm opens read-write, speaks API 12 and creates a VM."""
+KVM_DEVICE = "/dev/kvm"
+
+
+def kvm_device_ok(device: str = KVM_DEVICE) -> tuple[bool, str]:
+    """`device` (/dev/kvm) opens read-write, speaks API 12 and creates a VM."""
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
-        return False, f"/dev/kvm: {exc.strerror}"
+        return False, f"{device}: {exc.strerror}"
     try:
         version = fcntl.ioctl(fd, KVM_GET_API_VERSION, 0)
         if version != 12:
-            return False, f"/dev/kvm API version {version}"
+            return False, f"{device} API version {version}"
         vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
         os.close(vm_fd)
         return True, "KVM_CREATE_VM ok"
@@ -73,8 +76,10 @@ def kvm_boot_probe(kernel: Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[boo
 _WARNED: list[bool] = []  # the TCG warning is printed once per process (a run may boot several VMs)
 
 
-def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cache: bool = True) -> str:
-    """Return "kvm" or "tcg" (warning once on stderr when falling back)."""
+def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cache: bool = True,
+                 device: str = KVM_DEVICE) -> str:
+    """Return "kvm" or "tcg" (warning once on stderr when falling back). A missing or unusable `device` is
+    never an error: the run goes on under TCG after the one warning line."""
     forced = os.environ.get("STDB_VM_ACCEL", "").strip().lower()
     if forced in ("kvm", "tcg"):
         return forced
@@ -90,14 +95,18 @@ def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cach
                 return "kvm" if known["kvm"] else "tcg"
         except (OSError, ValueError, KeyError):
             pass
-    ok, reason = kvm_device_ok()
+    ok, reason = kvm_device_ok(device)
     if ok:
         progress("probing KVM with a bounded guest-kernel boot ...")
         ok, reason = kvm_boot_probe(kernel)
     if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"boot_id": boot, "kernel": str(kernel), "kvm": ok, "reason": reason}))
-    if not ok:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"boot_id": boot, "kernel": str(kernel), "kvm": ok, "reason": reason}))
+        except OSError:  # the verdict cache only saves the next run a probe
+            pass
+    if not ok and not _WARNED:
         progress(TCG_WARNING.format(reason=reason))
+    if not ok:
         _WARNED.append(True)
     return "kvm" if ok else "tcg"

@@ -1,0 +1,270 @@
+"""`stdb-conformance selftest`: plan the units, run each as a `python -m harness run` process, judge.
+
+Each unit's directory (REPORT_DIR/units/<unit>/) holds what its run got (unit.json, the mutated runbook,
+host.json) and what it recorded (result.json, run.log, run/ with the run's reports). selftest.json and
+selftest.md in REPORT_DIR are the judgement of those records (score.py); `--merge DIR ...` judges the
+records of several shards together without a lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness.errors import EXIT_FAIL, EXIT_PASS, UsageError
+from harness.selftest.catalogue import load_catalogue
+from harness.selftest.groups import Unit, parse_shard, plan_units, prepare, read_runbooks, select, shard
+from harness.selftest.score import SCHEMA, Judgement, UnitRecord, judge, load_unit, render_markdown, render_table
+
+Progress = Callable[[str], None]
+EXIT_INTERRUPTED = 130
+CLEANUP_SECONDS = 300  # how long an interrupted child run gets to write its report and remove its lab
+EXIT_HELP = """exit codes:
+  0    every selected mutant detected (100%) and no unexpected outcome
+  1    a mutant undetected, or an unexpected outcome (a red baseline, an unexplained red check, ...)
+  2    usage error, or a catalogue entry that does not fit the runbook
+  130  interrupted (Ctrl-C or SIGTERM): the running lab run is stopped and cleans up first"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="docker", choices=["docker", "vm"],
+                   help="run the catalogue's mutants for this backend (default: docker)")
+    p.add_argument("--runbook", help="the runbook of configs marked $STDB_RUNBOOK (default: $STDB_RUNBOOK)")
+    p.add_argument("--report-dir", help="where the runs and the score go (default: reports/selftest under the "
+                                        "current directory)")
+    p.add_argument("--only", help="comma-separated mutant ids (a config id selects all its mutants)")
+    p.add_argument("--shard", help="I/N: only the units whose position modulo N is I-1 (a CI matrix job)")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="judge the report dirs of shards together (no lab)")
+    p.add_argument("--jobs", type=int, default=1, help="lab runs at the same time (default: 1)")
+    p.add_argument("--list", action="store_true", help="print the lab runs the selection makes, and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write every run's runbook and host commands and print its command line, without a lab")
+    p.add_argument("--catalogue", help=argparse.SUPPRESS)  # another catalogue file (the kit's tests)
+
+
+def selftest(args: argparse.Namespace, progress: Progress) -> int:
+    report_dir = Path(args.report_dir) if args.report_dir else Path.cwd() / "reports" / "selftest"
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+    if args.merge:
+        if args.shard or args.only or args.list or args.dry_run:
+            raise UsageError("--merge judges recorded shards: it takes no --shard, --only, --list or --dry-run")
+        return merge([Path(d) for d in args.merge], report_dir, progress)
+    catalogue = load_catalogue(Path(args.catalogue) if args.catalogue else None)
+    only = [i for i in (args.only or "").split(",") if i] or None
+    mutants = select(catalogue, args.backend, only)
+    if args.runbook:
+        user_runbook: Path | None = Path(args.runbook).expanduser()
+    else:
+        from harness.paths import default_runbook
+
+        user_runbook = default_runbook()
+    paths = read_runbooks(catalogue, mutants, user_runbook)
+    texts = {cid: path.read_bytes().decode() for cid, path in paths.items()}
+    units = plan_units(catalogue, mutants, texts, paths)
+    chosen = shard(units, *parse_shard(args.shard)) if args.shard else units
+    plan = _plan_record(units, args.backend)
+    if args.list:
+        print(_listing(units, chosen, args.backend, args.shard))
+        return EXIT_PASS
+    report_dir.mkdir(parents=True, exist_ok=True)
+    prepared: list[tuple[Unit, Path, dict[str, Any]]] = []
+    for unit in chosen:
+        unit_dir = report_dir / "units" / unit.id
+        shutil.rmtree(unit_dir, ignore_errors=True)  # a unit's records are always this run's
+        meta = prepare(unit, catalogue, paths[unit.config.id], texts[unit.config.id], args.backend, unit_dir,
+                       sys.executable)
+        prepared.append((unit, unit_dir, meta))
+    if args.dry_run:
+        for unit, _unit_dir, meta in prepared:
+            env = " ".join(f"{k}={v}" for k, v in meta["env"].items())
+            print(f"# {unit.describe()}\n{(env + ' ') if env else ''}{' '.join(meta['argv'])}")
+        progress(f"dry run: {len(prepared)} lab run(s) prepared under {report_dir / 'units'}")
+        return EXIT_PASS
+    progress(f"selftest: backend {args.backend}, {sum(len(u.members) for u in chosen)} mutant(s) in "
+             f"{len(chosen)} lab run(s){f' (shard {args.shard} of {len(units)} units)' if args.shard else ''}, "
+             f"jobs {args.jobs}; records in {report_dir}")
+    started = time.monotonic()
+    interrupted = False
+    with _sigterm_as_interrupt():
+        try:
+            _run_all(prepared, args.jobs, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+    records = {u.id: load_unit(d) for u, d, _ in prepared}
+    planned = [p for p in plan["units"] if p["id"] in records]
+    judgement = judge(planned, records)
+    data = _write(report_dir, judgement, plan, [u.id for u in chosen], args.backend,
+                  time.monotonic() - started, interrupted, args.shard)
+    print(render_table(judgement))
+    progress(f"selftest: {data['lab_runs']} lab run(s) in {data['wall_seconds']:.0f} s; "
+             f"{report_dir / 'selftest.md'}")
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PASS if judgement.ok else EXIT_FAIL
+
+
+# ---------------------------------------------------------------- plan records
+
+
+def _plan_record(units: list[Unit], backend: str) -> dict[str, Any]:
+    items = [{"id": u.id, "config": u.config.id, "members": [m.id for m in u.members]} for u in units]
+    fingerprint = hashlib.sha256(json.dumps([backend, items], sort_keys=True).encode()).hexdigest()[:16]
+    return {"backend": backend, "units": items, "fingerprint": fingerprint}
+
+
+def _listing(units: list[Unit], chosen: list[Unit], backend: str, shard_arg: str | None) -> str:
+    lines = [f"backend {backend}: {sum(len(u.members) for u in units)} mutant(s), {len(units)} lab run(s)"
+             + (f"; shard {shard_arg}: {len(chosen)} of them" if shard_arg else "")]
+    for n, unit in enumerate(units):
+        mark = " " if unit in chosen else "-"
+        lines.append(f"{mark} [{n}] {unit.describe()}")
+        for member in unit.members:
+            extra = f"; may also fail: {', '.join(member.may_also_fail)}" if member.may_also_fail else ""
+            lines.append(f"        {member.id} ({member.kind}): red {', '.join(member.expect_red)}{extra}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    from harness.paths import PACKAGE_DIR
+
+    pythonpath = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **extra, "PYTHONPATH": pythonpath}
+
+
+def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress) -> None:
+    """Run the units, at most `jobs` at a time. On an interrupt every running child gets one SIGINT (its own
+    run writes its report and removes its lab), is waited for, and the interrupt is raised again."""
+    pending = list(prepared)
+    running: list[tuple[Unit, Path, subprocess.Popen[bytes], float, Any]] = []
+    total, done = len(prepared), 0
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                unit, unit_dir, meta = pending.pop(0)
+                log = (unit_dir / "run.log").open("wb")
+                # a session of its own: a terminal's Ctrl-C reaches the selftest only, which forwards one
+                # SIGINT, so a child's cleanup is never interrupted twice
+                proc = subprocess.Popen(meta["argv"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=_child_env(meta["env"]), cwd=unit_dir, start_new_session=True)
+                progress(f"[{done + len(running) + 1}/{total}] {unit.describe()} ...")
+                running.append((unit, unit_dir, proc, time.monotonic(), log))
+            time.sleep(0.5)
+            for item in list(running):
+                unit, unit_dir, proc, began, log = item
+                code = proc.poll()
+                if code is None:
+                    continue
+                log.close()
+                running.remove(item)
+                done += 1
+                seconds = time.monotonic() - began
+                _write_result(unit_dir, code, seconds, interrupted=False)
+                progress(f"[{done}/{total}] {unit.id}: run exit {code} in {seconds:.0f} s")
+    except KeyboardInterrupt:
+        progress(f"selftest interrupted: stopping {len(running)} lab run(s) (they remove their labs)")
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for _unit, _dir, proc, _began, _log in running:
+                _signal(proc, signal.SIGINT)
+            for _unit, unit_dir, proc, began, log in running:
+                code = _wait(proc, progress)
+                log.close()
+                _write_result(unit_dir, code, time.monotonic() - began, interrupted=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait(proc: subprocess.Popen[bytes], progress: Progress) -> int:
+    try:
+        return proc.wait(timeout=CLEANUP_SECONDS)
+    except subprocess.TimeoutExpired:
+        progress(f"lab run {proc.pid} did not stop within {CLEANUP_SECONDS} s: terminating it")
+        _signal(proc, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _signal(proc, signal.SIGKILL)
+            return proc.wait()
+
+
+def _write_result(unit_dir: Path, code: int, seconds: float, *, interrupted: bool) -> None:
+    (unit_dir / "result.json").write_text(json.dumps({"exit": code, "seconds": round(seconds, 1),
+                                                      "interrupted": interrupted}, indent=1))
+
+
+# ---------------------------------------------------------------- writing and merging
+
+
+def _write(report_dir: Path, judgement: Judgement, plan: dict[str, Any], ran: list[str], backend: str,
+           wall: float, interrupted: bool, shard_arg: str | None) -> dict[str, Any]:
+    data = {"schema": SCHEMA, "backend": backend, "shard": shard_arg, "plan": plan, "ran": ran,
+            "lab_runs": sum(1 for u in judgement.units if u.get("ran")), "wall_seconds": round(wall, 1),
+            "interrupted": interrupted, **judgement.to_dict()}
+    (report_dir / "selftest.json").write_text(json.dumps(data, indent=1))
+    (report_dir / "selftest.md").write_text(render_markdown(data))
+    return data
+
+
+def merge(dirs: list[Path], report_dir: Path, progress: Progress) -> int:
+    """Judge the units recorded by several shards of one plan as one selftest."""
+    plan: dict[str, Any] | None = None
+    records: dict[str, UnitRecord] = {}
+    wall = 0.0
+    for directory in dirs:
+        try:
+            data = json.loads((directory / "selftest.json").read_text())
+        except (OSError, ValueError):
+            raise UsageError(f"--merge {directory}: no selftest.json (not a selftest report dir)") from None
+        if plan is None:
+            plan = data["plan"]
+        elif data["plan"].get("fingerprint") != plan.get("fingerprint"):
+            raise UsageError(f"--merge {directory}: its shard comes from another plan (other catalogue, backend "
+                             f"or --only) than {dirs[0]}")
+        wall = max(wall, float(data.get("wall_seconds") or 0))
+        for unit_id in data.get("ran", []):
+            if unit_id in records:
+                raise UsageError(f"--merge: unit {unit_id} was run by two of the shards given")
+            records[unit_id] = load_unit(directory / "units" / unit_id)
+    assert plan is not None
+    judgement = judge(plan["units"], records)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _write(report_dir, judgement, plan, sorted(records), plan["backend"], wall, False, None)
+    print(render_table(judgement))
+    progress(f"selftest merge: {len(dirs)} shard(s), {len(records)} of {len(plan['units'])} unit(s) recorded; "
+             f"{report_dir / 'selftest.md'}")
+    return EXIT_PASS if judgement.ok else EXIT_FAIL
