@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="no docker engine (run scripts/bootstrap.sh); lab tests skipped")
     for item in lab_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def docker_selftest(runbook_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """ONE `selftest --backend docker` per test session (every docker mutant and every config's baseline).
+
+    The lab tests of single promises (service, routes/tls, operator, upgrade, the docker drill) judge the
+    baseline and mutant reports this run keeps, instead of paying for lab runs of their own."""
+    import json
+    import subprocess
+    import sys
+
+    reuse = os.environ.get("STDB_SELFTEST_REUSE")  # a developer judging a finished selftest again (never in CI)
+    if reuse and not os.environ.get("CI"):
+        out = Path(reuse)
+        return {"exit": 0 if json.loads((out / "selftest.json").read_text())["score"]["percent"] == 100 else 1,
+                "stdout": "", "stderr": "", "dir": out, "data": json.loads((out / "selftest.json").read_text()),
+                "reused": True}
+    out = tmp_path_factory.mktemp("selftest") / "selftest"
+    proc = subprocess.run([sys.executable, "-m", "harness", "selftest", "--backend", "docker", "--jobs", "2",
+                           "--runbook", str(runbook_path), "--report-dir", str(out)],
+                          cwd=out.parent, capture_output=True, text=True, timeout=3 * 3600)
+    (out.parent / "selftest.log").write_text(proc.stdout + proc.stderr)
+    assert (out / "selftest.json").exists(), proc.stderr[-3000:]
+    return {"exit": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "dir": out,
+            "data": json.loads((out / "selftest.json").read_text())}
+
+
+def selftest_unit(selftest: dict[str, Any], unit_id: str) -> tuple[dict[str, Any], Path]:
+    """One lab run of the selftest: its unit record and the report directory it wrote."""
+    import json
+
+    unit = next((u for u in selftest["data"]["units"] if u["id"] == unit_id), None)
+    assert unit is not None, f"the selftest ran no unit {unit_id}: {[u['id'] for u in selftest['data']['units']]}"
+    report_dir = Path(unit["report"])
+    return {**unit, "conformance": json.loads((report_dir / "conformance.json").read_text())}, report_dir

@@ -16,7 +16,7 @@ from tests.lab_helpers import leftovers
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parent.parent
-RUNBOOK = REPO / "tests" / "runbooks" / "volume-before-install.md"
+RUNBOOK = REPO / "harness" / "selftest" / "runbooks" / "volume-before-install.md"
 STATIC = {"mounts.fstab-entry-by-uuid", "mounts.fstab-entry-as-documented", "mounts.fstab-nofail",
           "mounts.stdb-is-data-volume", "mounts.owned-by-service-user"}
 

@@ -1,30 +1,27 @@
 """Lab test (docker): Step 5 runs verbatim on the operator machine; every command is reported with its output,
-each check's outcome agrees with its command's exit status, and the end-to-end subscribe sees the row."""
+each check's outcome agrees with its command's exit status, and the end-to-end subscribe sees the row; Step 6's
+commands are reported verbatim. Both judge the baseline of the session's one docker selftest (`self-hosting`
+config, whose suites include operator and upgrade), against the runbook copy that run read."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import selftest_unit
 from tests.lab_helpers import leftovers
 
 pytestmark = pytest.mark.lab
-REPO = Path(__file__).resolve().parent.parent
 
 
-def test_operator_steps_and_end_to_end_subscribe(runbook_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--runbook", str(runbook_path), "--profile",
-                           "self-hosting-only", "--suites", "operator", "--report-dir", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
-    report = json.loads((out / "conformance.json").read_text())
+def test_operator_steps_and_end_to_end_subscribe(docker_selftest: dict[str, Any]) -> None:
+    unit, out = selftest_unit(docker_selftest, "self-hosting.baseline")
+    report = unit["conformance"]
+    runbook_text = (out / "runbook.md").read_text()
     checks = {c["id"]: c for c in report["checks"]}
     step_checks = ["operator.server-add", "operator.build", "operator.copy-module", "operator.remote-publish"]
-    assert set(step_checks) <= set(checks), (sorted(checks), proc.stderr[-1500:])
+    assert set(step_checks) <= set(checks), sorted(checks)
     for check_id in step_checks:
         check = checks[check_id]
         commands = [e for e in check["evidence"] if e["label"].startswith("operator: ")]
@@ -32,7 +29,7 @@ def test_operator_steps_and_end_to_end_subscribe(runbook_path: Path, tmp_path: P
             assert check["outcome"] == "failed" and "earlier operator step failed" in check["message"]
             continue
         evidence = commands[0]
-        assert evidence["command"] and evidence["command"] in runbook_path.read_text().replace(
+        assert evidence["command"] and evidence["command"] in runbook_text.replace(
             "example.com", "stdb.lab.test").replace("<host>", "stdb-target").replace("<database-name>", "conformance")
         assert (evidence["status"] == 0) == (check["outcome"] == "passed"), check
         assert check["runbook_ref"], check
@@ -45,15 +42,12 @@ def test_operator_steps_and_end_to_end_subscribe(runbook_path: Path, tmp_path: P
     assert not leftovers(report["run_id"])
 
 
-def test_upgrade_steps_are_reported_verbatim(runbook_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    subprocess.run([sys.executable, "-m", "harness", "run", "--runbook", str(runbook_path), "--profile",
-                    "self-hosting-only", "--suites", "upgrade", "--report-dir", str(out)],
-                   cwd=REPO, capture_output=True, text=True, timeout=900)
-    report = json.loads((out / "conformance.json").read_text())
+def test_upgrade_steps_are_reported_verbatim(docker_selftest: dict[str, Any]) -> None:
+    unit, out = selftest_unit(docker_selftest, "self-hosting.baseline")
+    report = unit["conformance"]
     checks = {c["id"]: c for c in report["checks"]}
     assert {"upgrade.stop-service", "upgrade.version-upgrade", "upgrade.service-back"} <= set(checks)
-    text = runbook_path.read_text()
+    text = (out / "runbook.md").read_text()
     for check_id in ("upgrade.stop-service", "upgrade.version-upgrade", "upgrade.install-specific-version"):
         check = checks[check_id]
         evidence = [e for e in check["evidence"] if e["label"].startswith("upgrade step: ")]

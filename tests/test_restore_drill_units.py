@@ -11,7 +11,8 @@ from reports.contract import RunReport, write_reports
 from tests.conftest import REPO_ROOT
 
 SHARED = REPO_ROOT.parent / "shared" / "runbook" / "self-hosting.md"
-DRILL = REPO_ROOT / "tests" / "runbooks" / "restore-drill.md"
+DRILL = REPO_ROOT / "harness" / "selftest" / "runbooks" / "restore-drill.md"
+VOLUME = REPO_ROOT / "harness" / "selftest" / "runbooks" / "volume-before-install.md"
 
 
 def test_the_flow_is_the_last_restore_procedure_of_the_shared_runbook() -> None:
@@ -26,7 +27,7 @@ def test_the_flow_is_the_last_restore_procedure_of_the_shared_runbook() -> None:
 
 
 def test_a_runbook_without_a_restore_procedure_has_no_flow() -> None:
-    assert restore_flow(build_plan(REPO_ROOT / "tests" / "runbooks" / "volume-before-install.md")) == []
+    assert restore_flow(build_plan(VOLUME)) == []
 
 
 def test_the_test_runbook_has_the_shared_flow_and_targets() -> None:
@@ -35,7 +36,7 @@ def test_the_test_runbook_has_the_shared_flow_and_targets() -> None:
     assert len(restore_flow(build_plan(DRILL))) == 6
     assert _runbook_target(str(DRILL), "RPO") == (3600.0, "RPO (data loss tolerance): e.g. 1 hour")
     assert _runbook_target(str(SHARED), "RTO") == (1800.0, "RTO (time to restore): e.g. 30 minutes")
-    assert _runbook_target(str(REPO_ROOT / "tests" / "runbooks" / "volume-before-install.md"), "RTO") is None
+    assert _runbook_target(str(VOLUME), "RTO") is None
 
 
 def _history() -> dict:

@@ -63,15 +63,16 @@ class MotoServer:
     def _start_once(self, deadline: float, timeout: float) -> str:
         exe = shutil.which("moto_server")
         argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed once the child has it
+        log = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed once the child has it
         try:
-            self.proc = subprocess.Popen([*argv, "-H", "127.0.0.1", "-p", str(self.port)], stdout=out,
+            self.proc = subprocess.Popen([*argv, "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log if log is not None else subprocess.DEVNULL,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError as exc:
             raise LabError("moto's server is not installed", hint="pip install 'moto[server]'") from exc
         finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+            if log is not None:
+                log.close()
         if self.run_id:
             from harness.lab import runs
 

@@ -84,7 +84,7 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
         unit_dir = report_dir / "units" / unit.id
         shutil.rmtree(unit_dir, ignore_errors=True)  # a unit's records are always this run's
         meta = prepare(unit, catalogue, paths[unit.config.id], texts[unit.config.id], args.backend, unit_dir,
-                       sys.executable)
+                       os.environ.get("STDBC_SELFTEST_PYTHON") or sys.executable)  # the variable: kit's tests
         prepared.append((unit, unit_dir, meta))
     if args.dry_run:
         for unit, _unit_dir, meta in prepared:
@@ -102,8 +102,10 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
             _run_all(prepared, args.jobs, progress)
         except KeyboardInterrupt:
             interrupted = True
-    records = {u.id: load_unit(d) for u, d, _ in prepared}
-    planned = [p for p in plan["units"] if p["id"] in records]
+    # units that never started (an interrupt) are judged "not run"
+    records = {u.id: load_unit(d) for u, d, _ in prepared if (d / "run.log").exists()}
+    chosen_ids = {u.id for u in chosen}
+    planned = [p for p in plan["units"] if p["id"] in chosen_ids]
     judgement = judge(planned, records)
     data = _write(report_dir, judgement, plan, [u.id for u in chosen], args.backend,
                   time.monotonic() - started, interrupted, args.shard)
