@@ -54,7 +54,7 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, _frame: Any) -> None:
         raise Terminated(f"signal {signum}")
 
@@ -138,7 +138,7 @@ def run(options: RunOptions, progress: Progress) -> int:
     lab = None
     stack = ExitStack()
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
             if hasattr(lab, "follow_plan"):
                 lab.follow_plan(plan)

@@ -17,12 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_FAIL, EXIT_PASS, UsageError
+from harness.run import sigterm_as_interrupt as _sigterm_as_interrupt
 from harness.selftest.catalogue import load_catalogue
 from harness.selftest.groups import Unit, parse_shard, plan_units, prepare, read_runbooks, select, shard
 from harness.selftest.score import SCHEMA, Judgement, UnitRecord, judge, load_unit, render_markdown, render_table
@@ -139,18 +139,6 @@ def _listing(units: list[Unit], chosen: list[Unit], backend: str, shard_arg: str
 
 
 # ---------------------------------------------------------------- running
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
