@@ -88,16 +88,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "check(id, claim='', required=True): a conformance check")
+    config.addinivalue_line("markers", "check(id, claim='', required=True, mutates=''): a conformance check; "
+                            "`mutates` says what it changes on the host (such a check runs only where the kit may "
+                            "change the host: always on lab hosts, with --allow-mutation on existing ones)")
     config.stash[_RESULTS] = []
 
 
-def _check_marker(item: pytest.Item) -> tuple[str, str, bool] | None:
+def _check_marker(item: pytest.Item) -> tuple[str, str, bool, str] | None:
     marker = item.get_closest_marker("check")
     if marker is None:
         return None
     check_id = marker.args[0] if marker.args else marker.kwargs["id"]
-    return check_id, marker.kwargs.get("claim", ""), bool(marker.kwargs.get("required", True))
+    return (check_id, marker.kwargs.get("claim", ""), bool(marker.kwargs.get("required", True)),
+            str(marker.kwargs.get("mutates", "")))
+
+
+_MUTATION = pytest.StashKey[bool]()
+
+
+def mutation_allowed(config: pytest.Config) -> bool:
+    """Whether this run may change the host: the run state says so (lab hosts: yes; existing hosts: only
+    with --allow-mutation). Without a state (a plugin unit test) nothing forbids it."""
+    if _MUTATION not in config.stash:
+        path = config.getoption("--lab-state")
+        allowed = True
+        if path:
+            try:
+                allowed = bool(json.loads(Path(path).read_text()).get("mutation_allowed", True))
+            except (OSError, ValueError):
+                allowed = False
+        config.stash[_MUTATION] = allowed
+    return config.stash[_MUTATION]
 
 
 def _suite_of(item: pytest.Item) -> str:
@@ -109,8 +130,11 @@ def _suite_of(item: pytest.Item) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     found = _check_marker(item)
     if found:
-        check_id, claim, required = found
+        check_id, claim, required, mutates = found
         item.stash[_RECORDER] = CheckRecorder(check_id, _suite_of(item), claim, required)
+        if mutates and not mutation_allowed(item.config):
+            # enforced before any fixture of the check runs: nothing of it reaches the host
+            raise NotApplicable(f"{NOT_APPLICABLE_PREFIX}changes the host ({mutates}): needs --allow-mutation")
 
 
 @pytest.hookimpl(wrapper=True)

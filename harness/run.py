@@ -47,6 +47,18 @@ class RunOptions:
     keep_lab: bool = False
     fail_on: str = "error"
     mutate_host: Path | None = None  # selftest only: host commands run after the apply phase (selftest/hook.py)
+    # the target: "" = a lab host of `backend` (docker:// or vm://); ssh://user@host[:port] = an existing host
+    target: str = ""
+    url: str = ""  # https://DOMAIN the host serves (existing hosts; lab hosts use the profile's domain)
+    database: str = ""  # an existing database to subscribe to and query (read-only) instead of a probe database
+    identity_file: Path | None = None  # ssh private key
+    known_hosts: Path | None = None  # ssh known_hosts file (default: the user's)
+    accept_new_host_key: bool = False  # trust a first host key (said in the report)
+    allow_mutation: bool = False  # existing hosts: run the checks that change the host
+    vantage: str = ""  # "" = the machine the kit runs on; ssh://user@host[:port] = another remote vantage point
+    expected_version: str = ""  # the SpacetimeDB version the host should run (staging configs)
+    resolve: dict[str, str] = field(default_factory=dict)  # name -> address for the vantage (lab hosts kept up)
+    ca_file: Path | None = None  # extra CA bundle the vantage trusts (lab hosts kept up: lab CA + ACME root)
 
 
 class Terminated(KeyboardInterrupt):

@@ -24,6 +24,9 @@ from harness.model import Plan, SourceRef, StepKind
 from harness.pytest_plugin import CheckRecorder
 from harness.scenarios import load_history
 
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+DRILL_CHANGES = "the restore drill: seeds a database, writes to it and snapshots the volume"
+
 
 @pytest.fixture(scope="module")
 def history(run_state: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +109,8 @@ def _ref_flow(check: CheckRecorder, plan: Plan) -> None:
 # ---------------------------------------------------------------- the drill itself
 
 
-@pytest.mark.check("backup_restore.database-seeded", claim="the conformance database (10,000+ rows of varied types) "
+@pytest.mark.check("backup_restore.database-seeded", mutates=DRILL_CHANGES,
+                   claim="the conformance database (10,000+ rows of varied types) "
                    "was published and seeded on the runbook's server")
 def test_seeded(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     event = _require(history, "seed")
@@ -120,7 +124,8 @@ def test_seeded(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> No
     assert out.get("ok") and out.get("rows", 0) >= 10_000, f"seeding failed: {out.get('failure') or out}"
 
 
-@pytest.mark.check("backup_restore.snapshot-while-writing", claim="a point-in-time snapshot of the data volume is "
+@pytest.mark.check("backup_restore.snapshot-while-writing", mutates=DRILL_CHANGES,
+                   claim="a point-in-time snapshot of the data volume is "
                    "taken while the database is written, with no service stop")
 def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     backup_plan = next((st for st in plan.steps if st.kind is StepKind.CONSOLE
@@ -143,7 +148,8 @@ def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: Chec
         "the writer acknowledged no writes while the snapshot was taken (not a snapshot while writing)"
 
 
-@pytest.mark.check("backup_restore.recovery-host-prepared", claim="a recovery host can be prepared by the runbook")
+@pytest.mark.check("backup_restore.recovery-host-prepared", mutates=DRILL_CHANGES,
+                   claim="a recovery host can be prepared by the runbook")
 def test_recovery_prepared(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     event = _require(history, "recovery_prepared")
     check.ref(_flow_step(plan, action="attach_volume"))
@@ -153,7 +159,8 @@ def test_recovery_prepared(history: dict[str, Any], plan: Plan, check: CheckReco
         f"{failed[0]['error']}" if failed else "the preparation did not finish"
 
 
-@pytest.mark.check("backup_restore.restore-steps-succeed", claim="every step of the runbook's restore flow "
+@pytest.mark.check("backup_restore.restore-steps-succeed", mutates=DRILL_CHANGES,
+                   claim="every step of the runbook's restore flow "
                    "succeeds on the recovery host")
 def test_restore_steps(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     event = _require(history, "restore")
@@ -169,7 +176,8 @@ def _stderr(step: dict[str, Any]) -> str:
     return (results[-1].get("stderr") or results[-1].get("stdout") or "").strip() if results else ""
 
 
-@pytest.mark.check("backup_restore.service-ready-after-restore", claim="after the restore flow the service "
+@pytest.mark.check("backup_restore.service-ready-after-restore", mutates=DRILL_CHANGES,
+                   claim="after the restore flow the service "
                    "answers on the recovery host with the restored volume at /stdb")
 def test_service_ready(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     event = _require(history, "verify")
@@ -184,7 +192,8 @@ def test_service_ready(history: dict[str, Any], plan: Plan, check: CheckRecorder
         f"({device}): {ready.get('stdb_mount') or 'not a mount point'}"
 
 
-@pytest.mark.check("backup_restore.verify-query", claim="the runbook's verification (`spacetime sql ...`) finds a "
+@pytest.mark.check("backup_restore.verify-query", mutates=DRILL_CHANGES,
+                   claim="the runbook's verification (`spacetime sql ...`) finds a "
                    "known row on the restored database")
 def test_verify_query(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     event = _require(history, "restore")
@@ -200,13 +209,15 @@ def test_verify_query(history: dict[str, Any], plan: Plan, check: CheckRecorder)
 # ---------------------------------------------------------------- the oracle
 
 
-@pytest.mark.check("backup_restore.schema-identical", claim="the restored database has the original schema")
+@pytest.mark.check("backup_restore.schema-identical", mutates=DRILL_CHANGES,
+                   claim="the restored database has the original schema")
 def test_schema(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "schema_identical", check, plan)
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.baseline-rows-identical", claim="every baseline row is restored identically "
+@pytest.mark.check("backup_restore.baseline-rows-identical", mutates=DRILL_CHANGES,
+                   claim="every baseline row is restored identically "
                    "(per-table row counts and content checksums)")
 def test_baseline_rows(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "baseline_rows_identical", check, plan)
@@ -221,13 +232,15 @@ def test_baseline_rows(history: dict[str, Any], plan: Plan, check: CheckRecorder
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.seq-gap-free", claim="the restored sequence rows are a gap-free prefix")
+@pytest.mark.check("backup_restore.seq-gap-free", mutates=DRILL_CHANGES,
+                   claim="the restored sequence rows are a gap-free prefix")
 def test_seq_gap_free(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "seq_gap_free", check, plan)
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.acked-writes-present", claim="every write acknowledged before the snapshot "
+@pytest.mark.check("backup_restore.acked-writes-present", mutates=DRILL_CHANGES,
+                   claim="every write acknowledged before the snapshot "
                    "began is in the restored database")
 def test_acked_writes(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "acked_writes_present", check, plan)
@@ -238,20 +251,23 @@ def test_acked_writes(history: dict[str, Any], plan: Plan, check: CheckRecorder)
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.no-phantom-writes", claim="the restore holds no row that was never written")
+@pytest.mark.check("backup_restore.no-phantom-writes", mutates=DRILL_CHANGES,
+                   claim="the restore holds no row that was never written")
 def test_no_phantoms(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "no_phantom_writes", check, plan)
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.tokens-still-authenticate", claim="tokens issued before the snapshot still "
+@pytest.mark.check("backup_restore.tokens-still-authenticate", mutates=DRILL_CHANGES,
+                   claim="tokens issued before the snapshot still "
                    "authenticate after the restore")
 def test_tokens(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "token_valid", check, plan)
     assert prop["ok"], prop["summary"]
 
 
-@pytest.mark.check("backup_restore.rto-within-target", claim="restore start to verified data is within the "
+@pytest.mark.check("backup_restore.rto-within-target", mutates=DRILL_CHANGES,
+                   claim="restore start to verified data is within the "
                    "runbook's RTO example")
 def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     verdict = history.get("verdict")
@@ -272,7 +288,8 @@ def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, che
     assert rto is not None and rto <= target[0], f"RTO {rto} s exceeds the runbook's {target[1]!r}"
 
 
-@pytest.mark.check("backup_restore.loss-window-within-rpo", claim="the data-loss window (last acknowledged write vs "
+@pytest.mark.check("backup_restore.loss-window-within-rpo", mutates=DRILL_CHANGES,
+                   claim="the data-loss window (last acknowledged write vs "
                    "last restored write) is within the runbook's RPO example")
 def test_loss_window(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     verdict = history.get("verdict")

@@ -21,6 +21,12 @@ from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
 from harness.scenarios import data_device, load_history
 
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+DETACH_CHANGES = "detaches the data volume and cold-boots the host"
+REBOOT_CHANGES = "reboots the host"
+REBOOT_MARKER_CHANGES = "reboots the host and writes a marker file"
+REBOOT_ROW_CHANGES = "reboots the host and writes a marker file and row"
+
 MOUNT_POINT = "/stdb"
 DEVICE = "/dev/nvme1n1"
 SERVICE_USER = "spacetimedb"
@@ -199,7 +205,7 @@ def test_owned_by_service_user(target: Any, plan: Plan, check: CheckRecorder) ->
 # ---------------------------------------------------------------- across reboots: vm backend
 
 
-@pytest.mark.check("mounts.persists-across-reboot",
+@pytest.mark.check("mounts.persists-across-reboot", mutates=REBOOT_MARKER_CHANGES,
                    claim="after a reboot (new boot id) /stdb is the data volume again and a file written before "
                          "the reboot is there")
 def test_persists_across_reboot(plan: Plan, history: dict[str, Any], volume_uuid: str,
@@ -222,7 +228,7 @@ def test_persists_across_reboot(plan: Plan, history: dict[str, Any], volume_uuid
         "the file written to /stdb before the reboot is not there after it"
 
 
-@pytest.mark.check("mounts.service-active-after-reboot",
+@pytest.mark.check("mounts.service-active-after-reboot", mutates=REBOOT_CHANGES,
                    claim="the service starts on boot from the volume (enabled unit, /stdb mounted first)")
 def test_service_after_reboot(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
     check.ref(next((s for s in plan.steps if s.command and "systemctl enable spacetimedb" in s.command), None))
@@ -233,7 +239,7 @@ def test_service_after_reboot(plan: Plan, history: dict[str, Any], check: CheckR
     assert _probe(after, "ping") == "200", f"after the reboot /v1/ping answers {_probe(after, 'ping') or 'nothing'}"
 
 
-@pytest.mark.check("mounts.proxy-and-tls-after-reboot",
+@pytest.mark.check("mounts.proxy-and-tls-after-reboot", mutates=REBOOT_CHANGES,
                    claim="after the reboot nginx answers HTTPS from remote with a certificate that verifies, and "
                          "redirects HTTP")
 def test_proxy_after_reboot(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
@@ -254,7 +260,7 @@ def test_proxy_after_reboot(plan: Plan, history: dict[str, Any], check: CheckRec
         f"HTTP after the reboot: {remote.get('http')} (expected a redirect to https)"
 
 
-@pytest.mark.check("mounts.data-survives-reboot",
+@pytest.mark.check("mounts.data-survives-reboot", mutates=REBOOT_ROW_CHANGES,
                    claim="a row written through the server before the reboot is served after it")
 def test_data_survives_reboot(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
@@ -268,7 +274,7 @@ def test_data_survives_reboot(plan: Plan, history: dict[str, Any], check: CheckR
     assert database.get("row_present"), f"the row {writes['row']} written before the reboot is not served after it"
 
 
-@pytest.mark.check("mounts.boot-without-volume-reaches-multi-user",
+@pytest.mark.check("mounts.boot-without-volume-reaches-multi-user", mutates=DETACH_CHANGES,
                    claim="with the data volume detached the host still boots to multi-user (`nofail`)")
 def test_boot_without_volume(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
@@ -288,7 +294,7 @@ def test_boot_without_volume(plan: Plan, history: dict[str, Any], check: CheckRe
     assert not _probe(detached, "stdb_mount"), "something is mounted at /stdb although the volume is detached"
 
 
-@pytest.mark.check("mounts.service-without-volume", required=False,
+@pytest.mark.check("mounts.service-without-volume", mutates=DETACH_CHANGES, required=False,
                    claim="reports what the service did while the volume was missing; fails when it ran and wrote "
                          "into the root disk's /stdb (a database that diverges from the volume's)")
 def test_service_without_volume(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:

@@ -22,6 +22,9 @@ import pytest
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+STEP5_CHANGES = "runs Step 5: publishes a module on the server"
+
 PROJECT = "/home/ubuntu/spacetime-module"
 SUBSCRIBE_TIMEOUT = 40
 SSHD_WAIT = 60  # seconds the operator machine waits for the target's sshd before Step 5's scp/ssh
@@ -86,24 +89,27 @@ def _judge(check: CheckRecorder, plan: Plan, steps: list[tuple[Step, Any]], patt
                     f"{(res.stderr or res.stdout).strip()[-300:]}")
 
 
-@pytest.mark.check("operator.server-add", claim="`spacetime server add ... --url https://DOMAIN` succeeds through "
+@pytest.mark.check("operator.server-add", mutates=STEP5_CHANGES,
+                   claim="`spacetime server add ... --url https://DOMAIN` succeeds through "
                                                "nginx and TLS (it fetches the server's public key)")
 def test_server_add(plan: Plan, operator_steps, check: CheckRecorder) -> None:
     _judge(check, plan, operator_steps, r"\bspacetime\s+server\s+add\b", "`spacetime server add`")
 
 
-@pytest.mark.check("operator.build", claim="`spacetime build` produces the module the next step copies")
+@pytest.mark.check("operator.build", mutates=STEP5_CHANGES,
+                   claim="`spacetime build` produces the module the next step copies")
 def test_build(plan: Plan, operator_steps, check: CheckRecorder) -> None:
     _judge(check, plan, operator_steps, r"\bspacetime\s+build\b", "`spacetime build`")
 
 
-@pytest.mark.check("operator.copy-module", claim="the module is copied to the server with scp")
+@pytest.mark.check("operator.copy-module", mutates=STEP5_CHANGES, claim="the module is copied to the server with scp")
 def test_copy_module(plan: Plan, operator_steps, target_sshd, check: CheckRecorder) -> None:
     check.record(target_sshd, label="readiness: the target's sshd seen from the operator machine")
     _judge(check, plan, operator_steps, r"^\s*scp\b", "`scp`")
 
 
-@pytest.mark.check("operator.remote-publish", claim="`ssh ubuntu@HOST spacetime publish -s local ...` publishes the "
+@pytest.mark.check("operator.remote-publish", mutates=STEP5_CHANGES,
+                   claim="`ssh ubuntu@HOST spacetime publish -s local ...` publishes the "
                                                    "module on the server")
 def test_remote_publish(plan: Plan, operator_steps, target_sshd, check: CheckRecorder) -> None:
     check.record(target_sshd, label="readiness: the target's sshd seen from the operator machine")
@@ -117,7 +123,7 @@ def _published_name(plan: Plan, steps: list[tuple[Step, Any]]) -> str | None:
     return shlex.split(step.command)[-1]
 
 
-@pytest.mark.check("operator.subscribe-sees-row",
+@pytest.mark.check("operator.subscribe-sees-row", mutates=STEP5_CHANGES,
                    claim="a client subscribed through the proxy (wss) sees a row a reducer call inserts")
 def test_subscribe_sees_row(plan: Plan, lab: Any, target, operator, operator_steps, run_state,
                             check: CheckRecorder) -> None:

@@ -17,6 +17,9 @@ from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
 from harness.targets.base import Target
 
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+KILL_CHANGES = "kills the service with SIGKILL"
+
 UNIT_PATH = "/etc/systemd/system/spacetimedb.service"
 SERVICE = "spacetimedb"
 SERVICE_USER = "spacetimedb"
@@ -175,7 +178,7 @@ def test_serves_current_root_dir(target, plan: Plan, check: CheckRecorder) -> No
     assert res.ok, f"{ROOT_DIR}/spacetime (the unit's ExecStart) is missing or not executable: a restart would fail"
 
 
-@pytest.mark.check("service.restart-always",
+@pytest.mark.check("service.restart-always", mutates=KILL_CHANGES,
                    claim="Restart=always: systemd restarts the server when its main process dies")
 def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))

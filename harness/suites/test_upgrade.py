@@ -17,6 +17,9 @@ from harness.apply import OPERATOR_USER
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
 
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+STEP6_CHANGES = "runs Step 6: stops and upgrades the server"
+
 SERVICE = "spacetimedb"
 
 
@@ -42,22 +45,25 @@ def _judge(check: CheckRecorder, steps: list[tuple[Step, Any]], pattern: str, wh
                     f"{(res.stderr or res.stdout).strip()[-300:]}")
 
 
-@pytest.mark.check("upgrade.stop-service", claim="the service stops before the upgrade")
+@pytest.mark.check("upgrade.stop-service", mutates=STEP6_CHANGES, claim="the service stops before the upgrade")
 def test_stop(upgrade_steps, check: CheckRecorder) -> None:
     _judge(check, upgrade_steps, rf"systemctl\s+stop\s+{SERVICE}", "`systemctl stop spacetimedb`")
 
 
-@pytest.mark.check("upgrade.version-upgrade", claim="the documented upgrade command upgrades to the latest version")
+@pytest.mark.check("upgrade.version-upgrade", mutates=STEP6_CHANGES,
+                   claim="the documented upgrade command upgrades to the latest version")
 def test_version_upgrade(upgrade_steps, check: CheckRecorder) -> None:
     _judge(check, upgrade_steps, r"\bversion\s+upgrade\b", "`spacetime ... version upgrade`")
 
 
-@pytest.mark.check("upgrade.install-specific-version", claim="the documented command installs a specific version")
+@pytest.mark.check("upgrade.install-specific-version", mutates=STEP6_CHANGES,
+                   claim="the documented command installs a specific version")
 def test_install_specific(upgrade_steps, check: CheckRecorder) -> None:
     _judge(check, upgrade_steps, r"\binstall\s+\S+\s*$", "`spacetime ... install <version>`")
 
 
-@pytest.mark.check("upgrade.service-back", claim="after the documented steps the service is active and answers")
+@pytest.mark.check("upgrade.service-back", mutates=STEP6_CHANGES,
+                   claim="after the documented steps the service is active and answers")
 def test_service_back(upgrade_steps, target, check: CheckRecorder) -> None:
     start = [s for s, _ in upgrade_steps if re.search(rf"systemctl\s+start\s+{SERVICE}", s.command or "")]
     check.ref(start[-1] if start else None)
