@@ -1,13 +1,22 @@
-"""The `stdb-conformance` command: plan, run, clean."""
+"""The `stdb-conformance` command: plan, run (a lab host, an existing host, or a staging config's fleet), lab,
+selftest, clean."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import EXIT_USAGE, KitError, UsageError
 from harness.paths import default_report_dir, default_runbook
+
+if TYPE_CHECKING:
+    from harness.run import RunOptions
+    from harness.staging import StagingConfig
 
 DEFAULT_RUNBOOK_HINT = "pass --runbook PATH or set STDB_RUNBOOK"
 
@@ -18,6 +27,12 @@ EXIT_CODES = """exit codes:
   3    lab error: the lab could not be brought up (docker, qemu, image, keyring)
   4    incomplete: nothing failed, but a required check could not be decided on this backend
   130  interrupted (Ctrl-C or SIGTERM): the report is still written and the lab removed"""
+
+
+RUN_DESCRIPTION = """Judge one host: a fresh lab host (docker://, vm://: built, then the runbook applied), or
+a host that already exists (--target ssh://user@host --url https://DOMAIN: nothing is applied; the runbook
+says what the host should look like). With --config FILE: the host, or every host of a fleet, of a staging
+config."""
 
 
 def _runbook_path(value: str | None) -> Path:
@@ -73,23 +88,119 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run import RunOptions, run
+    from harness.run import run
 
+    if args.config:
+        config = _staging_config(args)
+        if config.is_fleet:
+            from harness.fleet import run_fleet
+
+            return run_fleet(config, _line_progress, jobs=_jobs(args))
+        return run(config.to_run_options(config.hosts[0]), _progress)
+    if args.jobs is not None:
+        raise UsageError("--jobs: only with --config, for the hosts of a fleet judged at the same time",
+                         hint="drop --jobs, or give --config FILE listing several hosts")
+    return run(run_options(args), _progress)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value is not None else None
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """`run`'s flags (no --config) as RunOptions; every value checked before anything runs."""
+    from harness import staging as st
+    from harness.run import RunOptions
+
+    backend = args.backend or "docker"
+    target = ""
+    if args.target is not None:
+        parsed = st.check_target(args.target, "--target")
+        if args.backend and args.backend != parsed.scheme:
+            raise UsageError(f"--backend {args.backend} contradicts --target {args.target}",
+                             hint="drop --backend: the target decides the backend")
+        backend = parsed.scheme
+        target = str(parsed) if parsed.scheme not in st.LAB_SCHEMES else ""
+    identity = _path(args.identity_file)
+    known_hosts = _path(args.known_hosts)
+    ca_file = _path(args.ca_file)
     options = RunOptions(
-        runbook=_runbook_path(args.runbook), profile=args.profile, backend=args.backend,
-        spacetimedb=args.spacetimedb,
+        runbook=_runbook_path(args.runbook), profile=args.profile or "default", backend=backend,
+        spacetimedb=args.spacetimedb or "standin",
         report_dir=Path(args.report_dir) if args.report_dir else default_report_dir(),
-        suites=[s for s in (args.suites or "").split(",") if s], keep_lab=args.keep_lab,
-        fail_on=args.fail_on, mutate_host=_mutate_host(args.mutate_host),
+        suites=st.check_suites([s for s in (args.suites or "").split(",") if s], "--suites"), keep_lab=args.keep_lab,
+        fail_on=args.fail_on or "error", mutate_host=_mutate_host(args.mutate_host), target=target,
+        url=st.check_url(args.url, "--url") if args.url is not None else "",
+        database=st.check_database(args.database, "--database") if args.database is not None else "",
+        identity_file=st.check_identity_file(identity, "--identity-file") if identity else None,
+        known_hosts=known_hosts, accept_new_host_key=args.accept_new_host_key, allow_mutation=args.allow_mutation,
+        vantage=st.check_vantage(args.vantage, "--vantage") if args.vantage is not None else "",
+        expected_version=st.check_version(args.expected_version, "--expected-version")
+        if args.expected_version is not None else "",
+        resolve=st.check_resolve_items(args.resolve or [], "--resolve"),
+        ca_file=st.check_ca_file(ca_file, "--ca-file") if ca_file else None,
     )
-    return run(options, _progress)
+    st.check_combination(options, _flag)
+    return options
+
+
+def _jobs(args: argparse.Namespace) -> int | None:
+    from harness.staging import check_jobs
+
+    return check_jobs(args.jobs, "--jobs") if args.jobs is not None else None
+
+
+def _staging_config(args: argparse.Namespace) -> StagingConfig:
+    """The config with the flags given beside --config in place of its defaults (a host's own table still wins);
+    every host's options are checked here, before any host is judged."""
+    from harness import staging as st
+
+    for field in ("target", "url", "database", "mutate_host"):
+        if getattr(args, field) is not None:
+            raise UsageError(f"{_flag(field)}: not with --config (each host's target, url and database are in "
+                             "the file)",
+                             hint=f"drop {_flag(field)}, or set it in the host's [[hosts]] table")
+    _jobs(args)
+    config = st.load_config(Path(args.config).expanduser())
+    identity, known_hosts, ca_file = _path(args.identity_file), _path(args.known_hosts), _path(args.ca_file)
+    overrides: dict[str, Any] = {
+        "runbook": _runbook_path(args.runbook) if args.runbook else None, "profile": args.profile,
+        "suites": st.check_suites([s for s in args.suites.split(",") if s], "--suites") if args.suites else None,
+        "allow_mutation": True if args.allow_mutation else None,
+        "accept_new_host_key": True if args.accept_new_host_key else None,
+        "expected_version": st.check_version(args.expected_version, "--expected-version")
+        if args.expected_version is not None else None,
+        "vantage": st.check_vantage(args.vantage, "--vantage") if args.vantage is not None else None,
+        "identity_file": st.check_identity_file(identity, "--identity-file") if identity else None,
+        "known_hosts": known_hosts, "fail_on": args.fail_on, "spacetimedb": args.spacetimedb,
+        "report_dir": Path(args.report_dir) if args.report_dir else None,
+        "resolve": st.check_resolve_items(args.resolve, "--resolve") if args.resolve else None,
+        "ca_file": st.check_ca_file(ca_file, "--ca-file") if ca_file else None,
+        "keep_lab": True if args.keep_lab else None,
+    }
+    config = config.with_overrides(overrides)
+    for host in config.hosts:
+        if args.backend and args.backend != host.scheme:
+            raise UsageError(f"--backend {args.backend} contradicts host {host.name!r} of {config.path} "
+                             f"(target {host.target})", hint="drop --backend: each host's target decides its backend")
+        config.to_run_options(host)
+    return config
+
+
+def _line_progress(message: str) -> None:
+    """Progress on stderr, every line kept (several hosts write at once)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _mutate_host(value: str | None) -> Path | None:
     """`run --mutate-host FILE.json` (hidden; the selftest's host-state mutants), checked before any lab work."""
     if not value:
         return None
-    from harness.selftest.hook import load_host_mutants
+    from harness.host_mutants import load_host_mutants
 
     load_host_mutants(Path(value))
     return Path(value)
@@ -99,6 +210,89 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from harness.selftest.runner import selftest
 
     return selftest(args, _progress)
+
+
+def _lab_hosts() -> Any:
+    """harness.lab_hosts, imported when a `lab` subcommand runs."""
+    try:
+        return importlib.import_module("harness.lab_hosts")
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.lab_hosts":
+            raise
+        raise UsageError("the lab subcommands are not available in this version of the kit (no harness.lab_hosts)",
+                         hint="update the kit, or use `run --keep-lab`") from None
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from harness.run import RunOptions
+
+    options = RunOptions(runbook=_runbook_path(args.runbook), profile=args.profile, backend=args.backend,
+                         spacetimedb=args.spacetimedb, keep_lab=True,
+                         report_dir=Path(args.report_dir) if args.report_dir else default_report_dir())
+    result = _lab_hosts().lab_up(options, _progress)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_lab_list(args: argparse.Namespace) -> int:
+    rows = list(_lab_hosts().lab_list())
+    print(json.dumps(rows, default=str) if args.json else lab_table(rows))
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    if not args.run_id.strip():
+        raise UsageError("lab down: no run id", hint="give a run id shown by `stdb-conformance lab list`")
+    _lab_hosts().lab_down(args.run_id.strip(), _progress)
+    return 0
+
+
+LAB_COLUMNS = (("run id", "run_id"), ("backend", "backend"), ("target", "target"), ("url", "url"), ("age", "age"))
+
+
+def lab_table(rows: list[dict[str, Any]], now: float | None = None) -> str:
+    """`lab list`: one line per lab host kept up."""
+    if not rows:
+        return "no lab hosts kept up (stdb-conformance lab up --runbook R)"
+    now = time.time() if now is None else now
+    cells = [[h for h, _ in LAB_COLUMNS]]
+    for row in rows:
+        cells.append([_age(row, now) if key == "age" else str(row.get(key) or "-") for _, key in LAB_COLUMNS])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(LAB_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def _age(row: dict[str, Any], now: float) -> str:
+    """A row's age: `age` (seconds, or text as given), else from `since`/`started`/`created` (epoch or ISO)."""
+    import datetime as dt
+
+    value = row.get("age")
+    if isinstance(value, str) and value:
+        return value
+    seconds: float | None = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    for key in ("since", "started", "created"):
+        stamp = row.get(key)
+        if seconds is not None or stamp in (None, ""):
+            continue
+        if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+            seconds = now - float(stamp)
+        elif isinstance(stamp, str):
+            try:
+                when = dt.datetime.fromisoformat(stamp)
+            except ValueError:
+                continue
+            seconds = now - (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -118,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def runbook_args(p: argparse.ArgumentParser) -> None:
+    def runbook_args(p: argparse.ArgumentParser, profile_default: str | None = "default") -> None:
         p.add_argument("--runbook", help="path to the runbook Markdown (default: $STDB_RUNBOOK)")
-        p.add_argument("--profile", default="default",
+        p.add_argument("--profile", default=profile_default,
                        help="built-in profile name or path to a profile .toml (default: default)")
 
     p_plan = sub.add_parser("plan", help="print the plan: every step, kind, section, line, substitution")
@@ -128,19 +322,58 @@ def build_parser() -> argparse.ArgumentParser:
     p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     p_plan.set_defaults(func=cmd_plan)
 
-    p_run = sub.add_parser("run", help="bring up a lab, apply the runbook, run the suites, write reports",
-                           epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    runbook_args(p_run)
-    p_run.add_argument("--backend", default="docker", choices=["docker", "vm"])
-    p_run.add_argument("--spacetimedb", default="standin", choices=["standin", "real"],
+    from harness.fleet import FLEET_EXIT_HELP
+
+    p_run = sub.add_parser("run", help="bring up a lab (or reach an existing host), apply the runbook, run the "
+                                       "suites, write reports",
+                           description=RUN_DESCRIPTION, epilog=f"{EXIT_CODES}\n\n{FLEET_EXIT_HELP}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    runbook_args(p_run, profile_default=None)  # None: not given (a --config file's default stays)
+    p_run.add_argument("--backend", default=None, choices=["docker", "vm"],
+                       help="the lab backend (default: docker); --target, when given, decides it instead")
+    p_run.add_argument("--spacetimedb", default=None, choices=["standin", "real"],
                        help="stand-in served by the lab mirror (default) or the real install URL")
     p_run.add_argument("--report-dir", default=None,
-                       help="where the reports go (default: reports/out under the current directory)")
+                       help="where the reports go (default: reports/out under the current directory; with a "
+                            "fleet, one folder per host in it, and fleet.json / fleet.md)")
     p_run.add_argument("--suites", help="comma-separated suites to run (default: all)")
     p_run.add_argument("--keep-lab", action="store_true", help="leave the lab running (debugging)")
-    p_run.add_argument("--fail-on", default="error", choices=["error", "warning", "never"],
+    p_run.add_argument("--fail-on", default=None, choices=["error", "warning", "never"],
                        help="finding severity that fails the verdict (default: error)")
-    p_run.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/selftest/hook.py)
+    p_run.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/host_mutants.py)
+    existing = p_run.add_argument_group(
+        "the target", "a lab host the kit builds (docker://, vm://) or a host that already exists (ssh://);\n"
+                      "on an existing host nothing is applied: the runbook is the plan of what the host should be")
+    existing.add_argument("--target", metavar="URL",
+                          help="docker://, vm:// or ssh://user@host[:port] (decides the backend; --backend must "
+                               "not say otherwise)")
+    existing.add_argument("--url", metavar="https://DOMAIN",
+                          help="the site the host serves (required with ssh://; https, a host name, no path)")
+    existing.add_argument("--database", metavar="NAME",
+                          help="an existing database to query and subscribe to, read-only (default: a probe database)")
+    existing.add_argument("--identity-file", metavar="FILE", help="ssh private key (must exist and be readable)")
+    existing.add_argument("--known-hosts", metavar="FILE", help="ssh known_hosts file (default: the user's)")
+    existing.add_argument("--accept-new-host-key", action="store_true",
+                          help="trust the host key on first contact (said in the report)")
+    existing.add_argument("--allow-mutation", action="store_true",
+                          help="ssh:// only: also run the checks that change the host (restarts, kill -9, writes); "
+                               "without it they are not-applicable. On lab backends the kit may always change its "
+                               "own host, so the flag changes nothing there")
+    existing.add_argument("--vantage", metavar="URL",
+                          help="where the remote checks run from: \"\" = this machine (default), or "
+                               "ssh://user@host[:port]")
+    existing.add_argument("--expected-version", metavar="V", help="the SpacetimeDB version the host should run")
+    existing.add_argument("--resolve", metavar="NAME=ADDRESS", action="append",
+                          help="the vantage reaches NAME at ADDRESS (an IP), instead of asking DNS; repeatable")
+    existing.add_argument("--ca-file", metavar="FILE",
+                          help="a PEM bundle the vantage trusts besides the system's (e.g. a kept lab host's CA)")
+    staging = p_run.add_argument_group(
+        "staging configs", "one host or a fleet in a TOML file (docs/staging.md). Which value wins: a host's own\n"
+                           "table, then a flag given with --config, then the file's top-level defaults, then the\n"
+                           "kit's defaults. --target, --url and --database are not taken with --config.")
+    staging.add_argument("--config", metavar="FILE", help="judge the host(s) of this staging .toml")
+    staging.add_argument("--jobs", metavar="N",
+                         help="with --config: hosts judged at the same time (default: the file's jobs, else 4)")
     p_run.set_defaults(func=cmd_run)
 
     from harness.selftest.runner import EXIT_HELP, add_arguments
@@ -149,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p_selftest)
     p_selftest.set_defaults(func=cmd_selftest)
+
+    p_lab = sub.add_parser("lab", help="lab hosts kept up to be judged later as existing hosts: up, list, down")
+    lab_sub = p_lab.add_subparsers(dest="lab_command", required=True)
+    p_up = lab_sub.add_parser("up", help="bring up a lab host, apply the runbook, keep it running")
+    runbook_args(p_up)
+    p_up.add_argument("--backend", default="docker", choices=["docker", "vm"])
+    p_up.add_argument("--spacetimedb", default="standin", choices=["standin", "real"],
+                      help="stand-in served by the lab mirror (default) or the real install URL")
+    p_up.add_argument("--json", action="store_true", help="print the host (run id, target, url, ...) as JSON")
+    p_up.add_argument("--report-dir", default=None, help="where the bring-up's report goes (default ./reports/out)")
+    p_up.set_defaults(func=cmd_lab_up)
+    p_list = lab_sub.add_parser("list", help="the lab hosts kept up: run id, backend, target, url, age")
+    p_list.add_argument("--json", action="store_true", help="print them as a JSON list")
+    p_list.set_defaults(func=cmd_lab_list)
+    p_down = lab_sub.add_parser("down", help="remove a lab host kept up")
+    p_down.add_argument("run_id", metavar="RUN_ID", help="its run id (stdb-conformance lab list)")
+    p_down.set_defaults(func=cmd_lab_down)
 
     p_clean = sub.add_parser("clean", help="remove lab resources left by dead runs")
     p_clean.add_argument("--all", action="store_true", help="also remove resources of live runs")

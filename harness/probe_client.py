@@ -1,29 +1,34 @@
-"""Host side of the lab request agents: a long-lived `http_probe.py` in a lab container, fed one request per
-line, so hundreds of requests cost one `docker exec`. Every request is bounded by its own timeout, the
-whole session by `max_requests`."""
+"""Host side of the request agents: a long-lived `http_probe.py` on the remote vantage (lab client container,
+this machine, or an ssh host), fed one request per line, so hundreds of requests cost one process start (one
+`docker exec` or one ssh session). Every request is bounded by its own timeout plus a margin, the whole
+session by `max_requests`."""
 
 from __future__ import annotations
 
 import json
 import select
 import subprocess
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from harness.errors import LabError
+from harness.vantage import Vantage
 
-AGENTS = Path(__file__).resolve().parent / "agents"
+AGENT = "http_probe.py"
 ANSWER_MARGIN = 30.0  # seconds beyond a request's own timeout before the agent is judged hung
 
 
 class ProbeSession:
-    def __init__(self, container: str, *, max_requests: int = 2000, user: str = "root") -> None:
-        self.container = container
+    """One http_probe agent on `vantage`. `agent_args` are the agent's flags (harness.vantage.agent_flags:
+    --connect ADDR, --cafile F), so requests can name the site by its domain on any vantage."""
+
+    def __init__(self, vantage: Vantage, *, max_requests: int = 2000, user: str = "root",
+                 agent_args: Sequence[str] = ()) -> None:
+        self.vantage = vantage
         self.max_requests = max_requests
         self.sent = 0
-        self.proc = subprocess.Popen(["docker", "exec", "-i", "-u", user, container, "python3", "-u", "-c",
-                                      (AGENTS / "http_probe.py").read_text()],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        argv = vantage.popen_argv([vantage.python, "-u", vantage.agent_path(AGENT), *agent_args], user=user)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
 
     def send(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -31,19 +36,31 @@ class ProbeSession:
             raise LabError(f"probe session exceeded its bound of {self.max_requests} requests")
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.sent += 1
-        self.proc.stdin.write(json.dumps({"id": self.sent, **request}) + "\n")
-        self.proc.stdin.flush()
-        # the agent bounds each request by its own timeout; this bounds the agent (a hung docker exec)
+        try:
+            self.proc.stdin.write(json.dumps({"id": self.sent, **request}) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise LabError(f"the probe agent on {self.vantage.describe()} stopped: {self._stderr()}") from None
+        # the agent bounds each request by its own timeout; this bounds the agent (a hung docker exec or ssh)
         bound = float(request.get("timeout", 10)) + ANSWER_MARGIN
         ready, _, _ = select.select([self.proc.stdout], [], [], bound)
         if not ready:
             self.proc.kill()
-            raise LabError(f"the probe agent in {self.container} did not answer within {bound:.0f}s")
+            raise LabError(f"the probe agent on {self.vantage.describe()} did not answer within {bound:.0f}s")
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise LabError(f"the probe agent in {self.container} stopped: {err.strip()[-300:]}")
+            raise LabError(f"the probe agent on {self.vantage.describe()} stopped: {self._stderr()}")
         return json.loads(line)
+
+    def _stderr(self) -> str:
+        """What the stopped agent said (it has exited, so reading to EOF is bounded)."""
+        if self.proc.stderr is None:
+            return ""
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.proc.stderr.read().strip()[-300:]
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from harness.backends.base import Capability
 from harness.model import Plan, SourceRef, Step
 from harness.results import CheckResult, Evidence, Outcome
 from harness.run_state import plan_of_run
-from harness.targets.base import CommandResult
+from harness.targets.base import CommandResult, Target
 
 NOT_APPLICABLE_PREFIX = "not-applicable: "
 _RECORDER = pytest.StashKey["CheckRecorder"]()
@@ -30,6 +31,9 @@ _RESULTS = pytest.StashKey[list]()
 
 if TYPE_CHECKING:  # a type checker sees pytest.skip.Exception as a class attribute, not as a class
     from _pytest.outcomes import Skipped
+
+    from harness.lab.services import LabServices
+    from harness.testbed import Testbed
 else:
     Skipped = pytest.skip.Exception
 
@@ -168,10 +172,10 @@ def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
         return []
     try:
         if _DIAG_CONTEXT not in config.stash:
-            from harness.lab.lab import Lab
+            from harness.testbed import Testbed
 
             state = json.loads(Path(path).read_text())
-            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Lab.from_state(state["lab"]).target)
+            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Testbed.from_state(state["lab"]).target)
         from harness.diagnostics import gather
 
         plan, target = config.stash[_DIAG_CONTEXT]
@@ -224,21 +228,63 @@ def plan(run_state: dict[str, Any]) -> Plan:
 
 
 @pytest.fixture(scope="session")
-def lab(run_state: dict[str, Any]) -> Any:
-    from harness.lab.lab import Lab
+def testbed(run_state: dict[str, Any]) -> Testbed:
+    """The run's target backend and (for a host the kit built) the lab's services."""
+    from harness.testbed import Testbed
 
-    return Lab.from_state(run_state["lab"])
-
-
-@pytest.fixture(scope="session")
-def target(lab: Any) -> Any:
-    return lab.target
+    return Testbed.from_state(run_state["lab"])
 
 
 @pytest.fixture(scope="session")
-def remote(lab: Any) -> Any:
-    """The remote client vantage point (never the target's loopback)."""
-    return lab.client
+def lab(testbed: Testbed) -> LabServices:
+    """The lab's services (client, ACME CA, operator machine): not-applicable where the kit built no lab."""
+    if not testbed.has_lab:
+        raise NotApplicable(f"{NOT_APPLICABLE_PREFIX}the {testbed.backend.scheme} backend has no lab services "
+                            f"(client, ACME CA, operator machine)")
+    return testbed.lab
+
+
+@pytest.fixture(scope="session")
+def target(testbed: Testbed) -> Target:
+    return testbed.target
+
+
+@pytest.fixture(scope="session")
+def capabilities(run_state: dict[str, Any]) -> frozenset[Capability]:
+    """What the run's backend can do (as the run decided it: mutation only where allowed)."""
+    return frozenset(Capability(c) for c in run_state.get("capabilities", []))
+
+
+def require_capabilities(check: CheckRecorder, capabilities: frozenset[Capability], *needed: Capability,
+                         backend: str = "") -> None:
+    """Not-applicable naming the capabilities this check needs and the run's backend lacks."""
+    lacking = [c for c in needed if c not in capabilities]
+    if lacking:
+        if Capability.MUTATION in lacking:
+            check.not_applicable("changes the host: needs --allow-mutation")
+        check.not_applicable("; ".join(f"needs {c.describe()} (capability {c.value})" for c in lacking)
+                             + (f": the {backend} backend lacks it" if backend else ""))
+
+
+@pytest.fixture(scope="session")
+def remote(run_state: dict[str, Any]) -> Generator[Any, None, None]:
+    """The remote vantage point (never the target's loopback): a harness.vantage.Vantage named by the run
+    state (lab client container, this machine, or an ssh host); released at the end of the session."""
+    from harness.vantage import vantage_from_state
+
+    vantage = vantage_from_state(run_state)
+    try:
+        yield vantage
+    finally:
+        vantage.close()
+
+
+@pytest.fixture(scope="session")
+def site(run_state: dict[str, Any]) -> Any:
+    """The site as the vantage reaches it (harness.vantage.Site: domain, url, pinned address, trust bundle)."""
+    from harness.vantage import site_from_state
+
+    return site_from_state(run_state)
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.apply import ApplyResult, apply_plan
+from harness.backends.base import Capability, HostAccess
 from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_LAB, EXIT_PASS, KitError, LabError
 from harness.model import Plan
 from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
 from harness.results import CheckResult
+from harness.testbed import Testbed
 from reports.contract import RunReport, write_reports
 
 SUITE_ORDER = ["routes", "tls", "firewall", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade",
@@ -46,7 +48,7 @@ class RunOptions:
     suites: list[str] = field(default_factory=list)  # empty = all present
     keep_lab: bool = False
     fail_on: str = "error"
-    mutate_host: Path | None = None  # selftest only: host commands run after the apply phase (selftest/hook.py)
+    mutate_host: Path | None = None  # selftest only: host commands run after the apply phase (harness/host_mutants.py)
     # the target: "" = a lab host of `backend` (docker:// or vm://); ssh://user@host[:port] = an existing host
     target: str = ""
     url: str = ""  # https://DOMAIN the host serves (existing hosts; lab hosts use the profile's domain)
@@ -59,6 +61,8 @@ class RunOptions:
     expected_version: str = ""  # the SpacetimeDB version the host should run (staging configs)
     resolve: dict[str, str] = field(default_factory=dict)  # name -> address for the vantage (lab hosts kept up)
     ca_file: Path | None = None  # extra CA bundle the vantage trusts (lab hosts kept up: lab CA + ACME root)
+    converge_only: bool = False  # `lab up`: bring up and apply, judge nothing, keep the lab
+    run_id: str = ""  # "" = a new random id
 
 
 class Terminated(KeyboardInterrupt):
@@ -123,67 +127,85 @@ def _now() -> str:
 
 def run(options: RunOptions, progress: Progress) -> int:
     """Run the whole conformance job. Returns the CI exit code."""
+    from harness.backends import backend_class, parse_target
+
     runbook_bytes = options.runbook.read_bytes()
     plan = build_plan(options.runbook, options.profile)  # usage errors surface before any lab work
     if hashlib.sha256(runbook_bytes).hexdigest() != plan.runbook_sha256:
         raise KitError(f"runbook {options.runbook} changed while it was being read", hint="run again")
     _require_extras(_suite_files(options.suites))
-    from harness.lab.preflight import check_environment
-
-    check_environment(options.backend)  # a bad environment is one line before the run prints or creates anything
-    run_id = secrets.token_hex(4)
+    url = parse_target(options.target or options.backend)
+    backend_cls = backend_class(url.scheme)
+    builds = Capability.BUILDS_HOST in backend_cls.capabilities
+    backend_cls.preflight()  # a bad environment is one line before the run prints or creates anything
+    run_id = options.run_id or secrets.token_hex(4)
     timer = PhaseTimer(progress)
-    report = RunReport(run_id=run_id, backend=options.backend, runbook_path=plan.runbook_path,
+    report = RunReport(run_id=run_id, backend=url.scheme, runbook_path=plan.runbook_path,
                        runbook_sha256=plan.runbook_sha256, profile=plan.profile, started=_now(),
                        fail_on=options.fail_on,
-                       adaptations=[a.to_dict() for a in plan.adaptations],
+                       adaptations=[a.to_dict() for a in plan.adaptations] if builds else [],
                        substitutions=_substitutions(plan),
-                       spacetimedb={"implementation": options.spacetimedb},
+                       spacetimedb={"implementation": options.spacetimedb if builds else "as installed on the host"},
                        sections=_sections(plan))
-    progress(f"run {run_id}: backend={options.backend} spacetimedb={options.spacetimedb} "
+    progress(f"run {run_id}: target={url} spacetimedb={report.spacetimedb['implementation']} "
              f"runbook={options.runbook} profile={plan.profile}")
     from harness.lab import runs
 
     runs.register(run_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"stdbc-{run_id}-run-"))
     runbook_copy, plan_path = _freeze_plan(plan, runbook_bytes, workdir, options.report_dir)
-    lab = None
+    testbed: Testbed | None = None
     stack = ExitStack()
     try:
         with sigterm_as_interrupt():
-            lab = _bring_up_lab(options, run_id, workdir, timer, report, progress)
-            if hasattr(lab, "follow_plan"):
-                lab.follow_plan(plan)
-            with timer.phase("apply"):
-                applied = apply_plan(plan, lab.target, progress=progress, before_step=getattr(lab, "before_step", None))
-            _record_apply(report, applied, workdir)
+            testbed = _bring_up(options, url, run_id, workdir, timer, report, progress)
+            target = testbed.target
+            if builds:
+                testbed.follow_plan(plan)
+                with timer.phase("apply"):
+                    applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step)
+                _record_apply(report, applied, workdir)
+                transcript: list[dict[str, Any]] = applied.transcript()
+            else:
+                (workdir / "transcript.json").write_text("[]")
+                report.apply = {"steps": 0, "skipped": "a host that already exists: the kit applies no step; "
+                                "the plan says what the host should look like"}
+                transcript = []
             if options.mutate_host is not None:
-                from harness.selftest.hook import apply_host_mutants
+                from harness.host_mutants import apply_host_mutants
 
                 with timer.phase("selftest_mutant"):
-                    apply_host_mutants(options.mutate_host, lab.target, report, progress)
+                    apply_host_mutants(options.mutate_host, target, report, progress)
             with timer.phase("facts"):
-                report.environment.update(_environment_facts(lab.target))
-                report.environment["reachable_from_remote"] = _reachable_ports(lab)
-                report.spacetimedb.update(_spacetimedb_facts(lab.target, options))
-                if options.backend == "vm":
-                    vm = lab.state().get("vm", {})
-                    report.environment["vm"] = {"accel": vm.get("accel"), "first_boot_seconds": vm.get("boot_seconds"),
-                                                "kernel": vm.get("image", {}).get("kernel_version"),
-                                                "image_key": vm.get("image", {}).get("key")}
-            aws_state = _aws_account(plan, workdir, timer, report, progress, stack)
-            state = {"run_id": run_id, "backend": options.backend, "lab": lab.state(), "aws": aws_state,
+                report.environment.update(_environment_facts(target))
+                report.environment.update(testbed.backend.facts())
+                report.environment["reachable_from_remote"] = _reachable_ports(testbed)
+                report.spacetimedb.update(_spacetimedb_facts(target, options, builds))
+                site, vantage = _site_and_vantage(testbed, options)
+            if options.converge_only:
+                _keep(testbed, site, vantage, options)
+                return _finish_converge(report, progress)
+            digest_before = _digest(testbed, timer, "digest_before") if not builds else None
+            aws_state = _aws_account(plan, workdir, timer, report, progress, stack) if builds else None
+            state = {"run_id": run_id, "backend": url.scheme, "lab": testbed.state(), "aws": aws_state,
+                     "capabilities": sorted(c.value for c in testbed.backend.effective_capabilities()),
+                     "mutation_allowed": testbed.backend.has(Capability.MUTATION), "builds_host": builds,
+                     "site": site, "vantage": vantage, "database": options.database,
+                     "expected_version": options.expected_version,
                      "runbook": str(runbook_copy), "runbook_source": str(options.runbook),
                      "runbook_sha256": plan.runbook_sha256, "plan": str(plan_path), "profile": options.profile,
                      "spacetimedb": report.spacetimedb, "transcript": str(workdir / "transcript.json"),
                      "workdir": str(workdir)}
             state_path = workdir / "lab-state.json"
             state_path.write_text(json.dumps(state, indent=2))
-            report.checks = _run_suites(options, state_path, workdir, timer, progress, lab=lab)
+            report.checks = _run_suites(options, state_path, workdir, timer, progress, lab=testbed)
             report.environment.update(_scenario_summaries(state_path))
+            if digest_before is not None:
+                report.environment["state_digest"] = _digest_report(digest_before,
+                                                                    _digest(testbed, timer, "digest_after"))
             from harness.findings import detect
 
-            report.findings.extend(detect(plan, applied.transcript(), report.checks, report.environment))
+            report.findings.extend(detect(plan, transcript, report.checks, report.environment))
     except KeyboardInterrupt:
         report.interrupted = True
         progress("interrupted: writing the report and removing the lab")
@@ -196,10 +218,12 @@ def run(options: RunOptions, progress: Progress) -> int:
                 stack.close()
             except Exception as exc:  # noqa: BLE001 - a helper server that would not stop must not stop the teardown
                 progress(f"teardown problem: {exc}")
-            if lab is not None and not options.keep_lab:
+            if testbed is not None:
+                _existing_host_evidence(testbed, options.report_dir, report)
+            if testbed is not None and not options.keep_lab:
                 with timer.phase("teardown"):
                     try:
-                        lab.down()
+                        testbed.down()
                     except Exception as exc:  # noqa: BLE001 - teardown must not hide the report
                         progress(f"teardown problem: {exc}")
             if late_signals:
@@ -218,6 +242,71 @@ def run(options: RunOptions, progress: Progress) -> int:
     if report.lab_error:
         return EXIT_LAB
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+
+
+def _keep(testbed: Testbed, site: dict[str, str], vantage: dict[str, str], options: RunOptions) -> None:
+    """`lab up`: record the testbed so `lab list`, `lab down` and the ssh runs that judge it find it."""
+    from harness.lab import runs
+
+    testbed.backend.keep()
+    runs.keep(testbed.run_id, {"testbed": testbed.state(), "site": site, "vantage": vantage,
+                               "backend": testbed.backend.scheme, "runbook": str(options.runbook),
+                               "profile": options.profile, "spacetimedb": options.spacetimedb, "since": _now()})
+
+
+def _finish_converge(report: RunReport, progress: Progress) -> int:
+    failed = report.apply.get("failed", 0)
+    progress(f"lab up: {report.apply.get('ok', 0)} step(s) applied, {failed} failed")
+    return EXIT_FAIL if failed else EXIT_PASS
+
+
+def _site_and_vantage(testbed: Testbed, options: RunOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """Where the remote vantage point connects and what it trusts (state keys `site` and `vantage`)."""
+    if testbed.has_lab:
+        lab = testbed.lab
+        return ({"domain": lab.domain, "url": f"https://{lab.domain}", "address": testbed.backend.address(),
+                 "ca_file": str(lab.vantage_ca())},
+                {"kind": "lab-client", "container": lab.s.containers.get("client", ""),
+                 "ca_dir_host": str(lab.workdir / "ca")})
+    from urllib.parse import urlparse
+
+    domain = urlparse(options.url).hostname or ""
+    site = {"domain": domain, "url": options.url.rstrip("/"), "address": options.resolve.get(domain, ""),
+            "ca_file": str(options.ca_file) if options.ca_file else ""}
+    if options.vantage:
+        return site, {"kind": "ssh", "url": options.vantage,
+                      "identity_file": str(options.identity_file or ""),
+                      "known_hosts": str(options.known_hosts or "")}
+    return site, {"kind": "local"}
+
+
+def _digest(testbed: Testbed, timer: PhaseTimer, phase: str) -> dict[str, Any]:
+    from harness.backends.ssh_digest import state_digest
+
+    with timer.phase(phase):
+        return state_digest(testbed.target)
+
+
+def _digest_report(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The host's state digest before and after the suites: equal after a read-only run."""
+    from harness.backends.ssh_digest import digest_diff, fingerprint
+
+    changes = digest_diff(before, after)
+    return {"before": fingerprint(before), "after": fingerprint(after), "equal": not changes, "changes": changes,
+            "digest_before": before, "digest_after": after}
+
+
+def _existing_host_evidence(testbed: Testbed, report_dir: Path, report: RunReport) -> None:
+    """A backend's own transcript of what it sent to the host (ssh: every command, refused ones marked), and
+    the figures it keeps (connections opened, commands sent and refused), into the report."""
+    export = getattr(testbed.backend, "export_transcript", None)
+    if export is None:
+        return
+    try:
+        report.environment["host_transcript"] = export(report_dir)
+        report.environment.update(testbed.backend.facts())
+    except Exception as exc:  # noqa: BLE001 - evidence is best effort; the report is still written
+        report.environment["host_transcript"] = {"error": str(exc)}
 
 
 def _freeze_plan(plan: Plan, runbook_bytes: bytes, workdir: Path, report_dir: Path) -> tuple[Path, Path]:
@@ -290,12 +379,27 @@ def _substitutions(plan: Plan) -> list[dict[str, Any]]:
     return [{"step": s.index, **sub.to_dict()} for s in plan.steps for sub in s.substitutions]
 
 
-def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseTimer,
-                  report: RunReport, progress: Progress) -> Any:
-    if options.backend not in ("docker", "vm"):
-        raise LabError(f"unknown backend {options.backend!r}", hint="use --backend docker or --backend vm")
+def _bring_up(options: RunOptions, url: Any, run_id: str, workdir: Path, timer: PhaseTimer,
+              report: RunReport, progress: Progress) -> Testbed:
+    """The backend for the target URL; for a backend that builds its host, the lab around it (image, mirror,
+    the backend's own artefacts, then services and target side by side)."""
+    from harness.backends import backend_class
+
+    backend_cls = backend_class(url.scheme)
+    if Capability.BUILDS_HOST not in backend_cls.capabilities:
+        access = HostAccess(identity_file=options.identity_file, known_hosts=options.known_hosts,
+                            accept_new_host_key=options.accept_new_host_key, allow_mutation=options.allow_mutation)
+        testbed = Testbed(run_id, backend_cls.for_run(run_id, url, access, workdir), None)
+        with timer.phase("connect"):
+            try:
+                testbed.up(progress)
+            except BaseException:
+                with _signals_deferred(progress):
+                    testbed.down()
+                raise
+        return testbed
     from harness.lab.image import ensure_base_image
-    from harness.lab.lab import Lab, LabOptions
+    from harness.lab.services import LabOptions, LabServices
 
     with timer.phase("image"):
         image = ensure_base_image(progress=progress)
@@ -308,37 +412,23 @@ def _bring_up_lab(options: RunOptions, run_id: str, workdir: Path, timer: PhaseT
         with timer.phase("mirror"):
             info = build_release_tree(release_dir)
             report.spacetimedb["served_versions"] = info.get("versions", []) if isinstance(info, dict) else []
-    if options.backend == "vm":
-        from harness.vm.image import ensure_vm_image
-
-        with timer.phase("vm_image"):
-            vm_image = ensure_vm_image(progress)
-            report.environment["vm_image"] = {k: str(v) for k, v in getattr(vm_image, "__dict__", {}).items()}
-    lab = Lab(run_id, LabOptions(mirror_dir=release_dir, image=image.tag, backend=options.backend))
+    if "prepare" in vars(backend_cls):  # a backend with cached artefacts of its own (e.g. a VM image)
+        with timer.phase(f"{url.scheme}_image"):
+            report.environment.update(backend_cls.prepare(progress))
+    services = LabServices(run_id, LabOptions(mirror_dir=release_dir, image=image.tag))
+    testbed = Testbed(run_id, backend_cls.for_run(run_id, url, HostAccess(), workdir), services)
     with timer.phase("lab_up"):
         try:
-            lab.up(progress=progress)
+            testbed.up(progress)
         except BaseException:
             with _signals_deferred(progress) as late_signals:
-                lab.down()
+                testbed.down()
             if late_signals:
                 raise KeyboardInterrupt from None
             raise
-    report.adaptations.extend(_lab_adaptations(lab))
-    report.environment["lab_readiness"] = lab.state().get("readiness", {})  # each bounded wait and its bound
-    return lab
-
-
-def _lab_adaptations(lab: Any) -> list[dict[str, Any]]:
-    found = []
-    for item in getattr(lab, "adaptations", []):
-        if isinstance(item, dict):
-            found.append(item)
-        elif isinstance(item, tuple | list):
-            found.append({"id": item[0], "summary": item[1], "detail": item[2] if len(item) > 2 else ""})
-        else:
-            found.append(item.to_dict())
-    return found
+    report.adaptations.extend(testbed.adaptations())
+    report.environment["lab_readiness"] = testbed.readiness()  # each bounded wait and its bound
+    return testbed
 
 
 def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> None:
@@ -396,12 +486,13 @@ def _environment_facts(target: Any) -> dict[str, Any]:
 REMOTE_PORTS = (22, 80, 443, 3000)
 
 
-def _reachable_ports(lab: Any) -> dict[int, bool]:
-    """Which of the target's TCP ports accept a connection from the remote client (bounded: one try each)."""
-    client = getattr(lab, "client", None)
-    if client is None:
+def _reachable_ports(testbed: Testbed) -> dict[int, bool]:
+    """Which of the target's TCP ports accept a connection from the lab's remote client (bounded: one try
+    each). A host the kit did not build: the firewall suite judges from the vantage point instead."""
+    if not testbed.has_lab:
         return {}
-    ip = lab.target.address()
+    client = testbed.lab.client
+    ip = testbed.backend.address()
     script = "; ".join(f"nc -z -w 2 {ip} {port} && echo {port}=open || echo {port}=closed" for port in REMOTE_PORTS)
     res = client.run(script, timeout=30)
     found = {}
@@ -412,10 +503,11 @@ def _reachable_ports(lab: Any) -> dict[int, bool]:
     return found
 
 
-def _spacetimedb_facts(target: Any, options: RunOptions) -> dict[str, Any]:
-    facts: dict[str, Any] = {"install_url": "https://install.spacetimedb.com",
-                             "served_by": "lab mirror (stand-in)" if options.spacetimedb == "standin"
-                             else "real installer URL"}
+def _spacetimedb_facts(target: Any, options: RunOptions, builds: bool) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    if builds:
+        facts = {"install_url": "https://install.spacetimedb.com",
+                 "served_by": "lab mirror (stand-in)" if options.spacetimedb == "standin" else "real installer URL"}
     res = target.run("curl -s --max-time 5 http://127.0.0.1:3000/v1/health", timeout=15)
     if res.ok and res.stdout.strip().startswith("{"):
         try:

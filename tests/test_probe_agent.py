@@ -60,9 +60,9 @@ def raw_server():  # type: ignore[no-untyped-def]
     srv.close()
 
 
-def _agent(requests: list[dict]) -> list[dict]:
+def _agent(requests: list[dict], *flags: str) -> list[dict]:
     stdin = "".join(json.dumps(r) + "\n" for r in requests)
-    proc = subprocess.run([sys.executable, "-u", "-c", AGENT.read_text()], input=stdin, capture_output=True,
+    proc = subprocess.run([sys.executable, "-u", "-c", AGENT.read_text(), *flags], input=stdin, capture_output=True,
                           text=True, timeout=60)
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -97,3 +97,13 @@ def test_connection_refused_is_data() -> None:
     [result] = _agent([{"id": 1, "scheme": "http", "host": "127.0.0.1", "port": port, "method": "GET",
                         "path": "/", "timeout": 2}])
     assert result["status"] == 0 and "Refused" in result["error"]
+
+
+def test_connect_flag_overrides_the_address_not_the_name(raw_server) -> None:  # type: ignore[no-untyped-def]
+    """--connect: the TCP connection goes to the given address; the request's host stays its name (a vantage
+    whose resolver does not know the domain). Without the flag the host is the address (tests above)."""
+    port, seen = raw_server
+    [result] = _agent([{"id": 1, "scheme": "http", "host": "stdb.unresolvable.invalid", "port": port,
+                        "method": "GET", "path": "/via-connect", "timeout": 5}], "--connect", "127.0.0.1")
+    assert result["status"] == 418, result
+    assert seen == ["GET /via-connect HTTP/1.1"]

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.host_mutants import ADAPTATION_ID, apply_host_mutants, load_host_mutants
 from harness.selftest import catalogue as cat
 from harness.selftest.catalogue import CatalogueError, Mutant, known_checks, load_catalogue, spans
 from harness.selftest.groups import compatible, pack, parse_shard, plan_units, select, shard
-from harness.selftest.hook import ADAPTATION_ID, apply_host_mutants, load_host_mutants
 from harness.selftest.score import Judgement, judge, load_unit
 from harness.targets.base import CommandResult
 from tests.conftest import REPO_ROOT, shared_runbook

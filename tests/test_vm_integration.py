@@ -21,10 +21,10 @@ import pytest
 
 from harness.lab import runs
 from harness.lab.docker import LABEL_BOOT, LABEL_PID, LABEL_RUN
-from harness.targets.vm_target import VmTarget
 from harness.vm import LabNic, VirtualMachine, create_disk, ensure_vm_image
 from harness.vm.diskedit import fsck
 from harness.vm.net import docker_bridge_name
+from harness.vm.target import VmTarget
 
 pytestmark = [
     pytest.mark.vm,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.targets.vm_target import VmTarget, remote_command
 from harness.vm import recipe
 from harness.vm.accel import choose_accel
 from harness.vm.image import VmImage
@@ -20,6 +19,7 @@ from harness.vm.machine import KERNEL_APPEND, VirtualMachine
 from harness.vm.net import LabNic, lab_mac, lab_network_file, tap_name
 from harness.vm.qmp import Qmp, QmpError
 from harness.vm.resources import MARKER, VmRecord, cleanup_dead_vm_resources, process_alive
+from harness.vm.target import VmTarget, remote_command
 
 IS_ROOT = os.geteuid() == 0
 

@@ -7,8 +7,15 @@ writes one JSON result per line on stdout (so one process serves a whole batch o
             "method", "path" (sent verbatim), "headers": {..}, "body": str, "timeout": seconds,
             "cafile": path or null (https: verify against it; null = system store)}
   result:  {"id", "status", "reason", "headers": {lowercased: value}, "body": first 4000 chars, "error"}
+
+usage: python3 http_probe.py [--connect ADDR] [--cafile FILE]
+
+--connect ADDR opens every TCP connection to ADDR while "server_name" (else "host") stays the Host header and
+the TLS name: a vantage whose resolver does not know the domain. --cafile FILE is the trust for https requests
+whose "cafile" is null. Without the flags requests go exactly where they say.
 """
 
+import argparse
 import json
 import socket
 import ssl
@@ -55,16 +62,16 @@ def read_response(sock, deadline):
     return status, (parts[2] if len(parts) > 2 else ""), headers, body
 
 
-def one(request):
+def one(request, connect=None, cafile=None):
     result = {"id": request.get("id"), "status": 0, "reason": "", "headers": {}, "body": "", "error": ""}
     timeout = float(request.get("timeout", 10))
     deadline = time.monotonic() + timeout
     sock = None
     try:
-        sock = socket.create_connection((request["host"], int(request["port"])), timeout=timeout)
+        sock = socket.create_connection((connect or request["host"], int(request["port"])), timeout=timeout)
         name = request.get("server_name") or request["host"]
         if request.get("scheme") == "https":
-            context = ssl.create_default_context(cafile=request.get("cafile"))
+            context = ssl.create_default_context(cafile=request.get("cafile") or cafile)
             sock = context.wrap_socket(sock, server_hostname=name)
         body = request.get("body", "").encode()
         headers = {"Host": name, "User-Agent": "stdb-conformance-probe", "Connection": "close",
@@ -88,10 +95,18 @@ def one(request):
     return result
 
 
-def main():
+def parser():
+    result = argparse.ArgumentParser()
+    result.add_argument("--connect", default=None, help="TCP address for every request (default: its host)")
+    result.add_argument("--cafile", default=None, help="trust for https requests without their own cafile")
+    return result
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     for line in sys.stdin:
         if line.strip():
-            print(json.dumps(one(json.loads(line))), flush=True)
+            print(json.dumps(one(json.loads(line), args.connect, args.cafile)), flush=True)
 
 
 if __name__ == "__main__":

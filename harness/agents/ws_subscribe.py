@@ -5,6 +5,12 @@ echoed subprotocol), then each text message, and exits 0 as soon as a message co
 --timeout (seconds) expires first, 2 when the upgrade is refused (status line printed).
 
 usage: python3 ws_subscribe.py URL QUERY --until TEXT [--timeout 30] [--protocol v1.json.spacetimedb]
+                              [--connect ADDR] [--cafile FILE]
+
+--connect opens the TCP connection to ADDR while the URL's host stays the Host header and the TLS name (a
+vantage without the domain in its resolver); --cafile verifies the server against FILE instead of the system
+store. An empty QUERY subscribes to nothing (the server still answers with its initial update): a database
+the kit did not publish has no table the kit knows.
 """
 
 import argparse
@@ -72,20 +78,26 @@ def read_message(sock, deadline):
             return first_opcode, b"".join(chunks)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("query")
-    parser.add_argument("--until", required=True)
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--protocol", default="v1.json.spacetimedb")
-    args = parser.parse_args()
+def parser():
+    result = argparse.ArgumentParser()
+    result.add_argument("url")
+    result.add_argument("query")
+    result.add_argument("--until", required=True)
+    result.add_argument("--timeout", type=float, default=30.0)
+    result.add_argument("--protocol", default="v1.json.spacetimedb")
+    result.add_argument("--connect", default=None, help="TCP address to connect to (default: the URL's host)")
+    result.add_argument("--cafile", default=None, help="PEM bundle to verify against (default: system store)")
+    return result
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     deadline = time.monotonic() + args.timeout
     url = urlsplit(args.url)
     port = url.port or (443 if url.scheme == "wss" else 80)
-    sock = socket.create_connection((url.hostname, port), timeout=10)
+    sock = socket.create_connection((args.connect or url.hostname, port), timeout=10)
     if url.scheme == "wss":
-        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+        sock = ssl.create_default_context(cafile=args.cafile).wrap_socket(sock, server_hostname=url.hostname)
     key = base64.b64encode(os.urandom(16)).decode()
     path = url.path + ("?" + url.query if url.query else "")
     request = (f"GET {path} HTTP/1.1\r\nHost: {url.hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -102,7 +114,8 @@ def main():
          protocol=headers.get("sec-websocket-protocol"))
     if status != 101:
         sys.exit(2)
-    send_frame(sock, 0x1, json.dumps({"Subscribe": {"query_strings": [args.query], "request_id": 1}}).encode())
+    queries = [args.query] if args.query else []
+    send_frame(sock, 0x1, json.dumps({"Subscribe": {"query_strings": queries, "request_id": 1}}).encode())
     while time.monotonic() < deadline:
         try:
             opcode, payload = read_message(sock, deadline)

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.errors import LabError
 from harness.targets.base import Target
 
 if TYPE_CHECKING:
+    from harness.backends import TargetUrl
     from harness.lab.services import LabServices
 
 Progress = Callable[[str], None]
@@ -68,6 +70,16 @@ class NotCapable(LabError):
                          f"({capability.describe()})")
 
 
+@dataclass(frozen=True)
+class HostAccess:
+    """How the kit reaches and may treat a host it did not build (ignored by lab backends)."""
+
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    accept_new_host_key: bool = False
+    allow_mutation: bool = False
+
+
 @dataclass
 class SnapshotInfo:
     """How a volume snapshot was taken (for the report)."""
@@ -89,6 +101,8 @@ class TargetBackend(ABC):
 
     scheme: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+    # why a capability is missing, in this backend's own words (else the capability's description is used)
+    limitations: ClassVar[dict[Capability, str]] = {}
 
     # ---- what it can do ---------------------------------------------------------------------------------
     def has(self, capability: Capability) -> bool:
@@ -109,10 +123,34 @@ class TargetBackend(ABC):
             return ""
         if Capability.MUTATION in lacking:
             return "changes the host: needs --allow-mutation"
-        return (f"the {self.scheme} backend cannot provide "
-                + "; ".join(f"{c.describe()} (capability {c.value})" for c in lacking))
+        return "; ".join(self.limitations.get(c) or f"the {self.scheme} backend cannot provide {c.describe()}"
+                         f" (capability {c.value})" for c in lacking)
+
+    # ---- before anything is created ------------------------------------------------------------------------
+    @classmethod
+    def preflight(cls) -> None:
+        """What this backend needs from the machine the kit runs on, checked before the run prints or creates
+        anything (one LabError line naming the fix). A backend that needs nothing checks nothing."""
+        return None
+
+    @classmethod
+    def prepare(cls, progress: Progress) -> dict[str, Any]:
+        """Expensive, cached artefacts the backend needs (e.g. a VM image); returns facts for the report."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def for_run(cls, run_id: str, url: TargetUrl, access: HostAccess, workdir: Path) -> TargetBackend:
+        """The backend for one run's target URL (`workdir`: the run's own folder, for connection state)."""
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
+    def __enter__(self) -> TargetBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
     @abstractmethod
     def up(self, lab: LabServices | None, progress: Progress) -> None: ...
 
@@ -138,6 +176,10 @@ class TargetBackend(ABC):
         """Backend facts for the report's environment section."""
         return {}
 
+    def keep(self) -> None:
+        """`lab up`: the host outlives the process that brought it up (until `lab down`)."""
+        return None
+
     def follow_plan(self, plan: Any) -> None:  # noqa: B027 - optional hook
         """Look at the plan before the apply phase (e.g. where a console step attaches a volume)."""
 
@@ -149,7 +191,8 @@ class TargetBackend(ABC):
     def reboot(self, timeout: float = 600.0) -> None:
         self.require(Capability.REBOOT)
 
-    def power_off(self) -> None:
+    def power_off(self, *, hard: bool = False) -> None:
+        """Power the host off (`hard`: pull the plug on a host that cannot be reached)."""
         self.require(Capability.VOLUME_DETACH)
 
     def boot(self, *, with_volume: bool = True, timeout: float | None = None) -> None:
@@ -163,10 +206,17 @@ class TargetBackend(ABC):
     def running(self) -> bool:
         return True
 
+    def has_volume(self) -> bool:
+        """Whether the host has a data volume the kit can detach (VOLUME_DETACH backends)."""
+        return False
+
     def recover(self) -> None:  # noqa: B027 - optional: a backend with nothing to recover does nothing
         """Best effort: bring the host back to running with its volume after a failed scenario."""
 
-    def snapshot_volume(self, dest: Path, *, freeze: str = "/stdb") -> SnapshotInfo:
+    def snapshot_volume(self, dest: Path, *, freeze: str = "/stdb",
+                        during: Callable[[], None] | None = None) -> SnapshotInfo:
+        """A point-in-time copy of the data volume while the host runs. `during` is called while the copy is
+        being made where the backend can let writes go on (else right after it)."""
         self.require(Capability.VOLUME_SNAPSHOT)
         raise AssertionError("unreachable")
 
@@ -183,6 +233,9 @@ class RecoveryHost(ABC):
     @abstractmethod
     def target(self) -> Target: ...
 
+    def boot_seconds(self) -> float | None:
+        return None
+
     @abstractmethod
     def before_step(self, step: Any) -> str | None:
         """Backend actions right before a step of the runbook's preparation of this host."""
@@ -191,6 +244,10 @@ class RecoveryHost(ABC):
     def volume_image(self, snapshot: Path, dest: Path) -> dict[str, Any]:
         """Turn a snapshot into a volume image this host can attach (the console's "create volume from
         snapshot"): returns what was done."""
+
+    @abstractmethod
+    def restored_volume_path(self) -> Path:
+        """Where the volume made from the snapshot is kept (in this host's format)."""
 
     @abstractmethod
     def replace_volume(self, volume: Path) -> dict[str, Any]:

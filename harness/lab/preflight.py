@@ -22,8 +22,9 @@ from harness.errors import LabError
 IMAGE_BUILD_MIB = 1024  # debootstrap root file system (~400 MiB unpacked with apt's cache) + its tarball
 
 
-def check_environment(backend: str, *, data_volume: bool = True, acme: bool = True) -> None:
-    if backend == "vm":
+def check_environment(*, qemu: bool = False, loop_device: bool = False, acme: bool = True) -> None:
+    """`qemu`: a backend that boots VMs; `loop_device`: a backend whose data volume is a loop device."""
+    if qemu:
         _require_tools({"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "openssh-client"},
                        why="the vm backend", alternative="or run with --backend docker")
     from harness.lab.docker import require_engine
@@ -34,7 +35,7 @@ def check_environment(backend: str, *, data_volume: bool = True, acme: bool = Tr
     require_engine()
     if not image_present(image_tag(recipe_key())):
         _free_space(cache, IMAGE_BUILD_MIB)
-    if backend == "docker" and data_volume:
+    if loop_device:
         _loop_device_free()
     if acme:
         _require_tools({"pebble": "pebble", "pebble-challtestsrv": "pebble"}, why="the lab's ACME CA",

@@ -86,6 +86,26 @@ def stop_helpers(run_id: str) -> list[str]:
     return stopped
 
 
+def keep(run_id: str, lab: dict[str, object]) -> None:
+    """`lab up`: the run's lab outlives this process (until `lab down RUN_ID`, `clean --all` or a reboot of this
+    machine); `lab` is what `lab list` shows and `lab down` needs."""
+    record = owner(run_id) or {"run_id": run_id, "pid": os.getpid(), "start": _start_time(os.getpid()),
+                                "boot": host_boot_id(), "helpers": []}
+    record["kept"] = True
+    record["lab"] = lab
+    _write(REGISTRY / f"{run_id}.json", record)
+
+
+def kept() -> list[dict[str, object]]:
+    """The records of labs kept up on this machine boot."""
+    found = []
+    for run_id in registered_ids():
+        record = owner(run_id)
+        if record and record.get("kept") and record.get("boot") == host_boot_id():
+            found.append(record)
+    return found
+
+
 def unregister(run_id: str) -> None:
     (REGISTRY / f"{run_id}.json").unlink(missing_ok=True)
 
@@ -102,6 +122,8 @@ def alive(run_id: str, pid: str | int | None = None, boot: str | None = None, st
     """True when the process that owns `run_id` still runs on this host boot (the registry's record, else the
     given pid, boot id and process start time, e.g. from a resource's labels)."""
     record = owner(run_id)
+    if record is not None and record.get("kept"):
+        return record.get("boot") == host_boot_id()  # a kept lab lives until `lab down` or a reboot
     if record is not None:
         recorded = record.get("pid")
         pid = recorded if isinstance(recorded, str | int) else None

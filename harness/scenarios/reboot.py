@@ -10,7 +10,9 @@ History (each event: its name, the guest's boot id and what the probes saw):
                /stdb?
 4. `reattached` after a poweroff, the volume attached again and a cold boot: the host is back for the
                suites that follow.
-On docker the scenario is not applicable: a container cannot reboot with its block-device fstab entries.
+Not applicable where the backend cannot reboot its host (capability `reboot`; e.g. a container cannot
+reboot with its block-device fstab entries), or may not change it (existing hosts without --allow-mutation).
+Without `volume-detach` (an existing host) steps 3-4 are skipped, and the history says why.
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.backends.base import Capability
 from harness.errors import LabError
 from harness.scenarios import DATA_DEVICE_SH, observe
+from harness.targets.base import Target
+
+if TYPE_CHECKING:
+    from harness.testbed import Testbed
 
 Progress = Callable[[str], None]
 MARKER_FILE = "/stdb/.stdbc-reboot-marker"
 SERVICE = "spacetimedb"
 DETACHED_BOOT_TIMEOUT = 180.0  # ssh is up ~35 s into a TCG boot; emergency mode never brings it
-NOT_APPLICABLE_DOCKER = ("the docker backend cannot prove mount persistence: after a container restart systemd "
-                         "skips block-device fstab entries and there is no udev, and a container has no boot of "
-                         "its own (run with --backend vm)")
 
 PROBES = {
     "boot_id": "cat /proc/sys/kernel/random/boot_id",
@@ -59,9 +63,10 @@ PROBES = {
 }
 
 
-def generate(lab: Any, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    if lab.s.backend != "vm":
-        return {"applicable": False, "reason": NOT_APPLICABLE_DOCKER, "events": []}
+def generate(lab: Testbed, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    why_not = lab.backend.missing(Capability.MUTATION, Capability.REBOOT)
+    if why_not:
+        return {"applicable": False, "reason": why_not, "events": []}
     history: dict[str, Any] = {"applicable": True, "events": [], "token": secrets.token_hex(8)}
     try:
         _scenario(lab, state, history, progress)
@@ -69,57 +74,54 @@ def generate(lab: Any, state: dict[str, Any], progress: Progress) -> dict[str, A
         history["error"] = exc.one_line()
         progress(f"reboot scenario: {history['error']}")
         _recover(lab, history, progress)
-    lab.s.vm = lab.vm.state()
     return history
 
 
-def _event(history: dict[str, Any], name: str, target: Any, lab: Any, **extra: Any) -> dict[str, Any]:
+def _event(history: dict[str, Any], name: str, target: Target, **extra: Any) -> dict[str, Any]:
     event = {"name": name, "at": time.time(), "probes": observe(target, PROBES, timeout=240), **extra}
     event["boot_id"] = event["probes"]["boot_id"]["output"].strip()
     history["events"].append(event)
     return event
 
 
-def _scenario(lab: Any, state: dict[str, Any], history: dict[str, Any], progress: Progress) -> None:
-    handle = lab.vm
-    vm, target = handle.vm, lab.target
-    before = _event(history, "before", target, lab)
-    history["writes"] = _write_markers(lab, target, state, history["token"], before)
+def _scenario(lab: Testbed, state: dict[str, Any], history: dict[str, Any], progress: Progress) -> None:
+    backend, target = lab.backend, lab.target
+    before = _event(history, "before", target)
+    history["writes"] = _write_markers(target, state, history["token"], before)
     progress("reboot scenario: guest reboot ...")
     started = time.monotonic()
-    target.reboot(timeout=600)
-    rebooted = _event(history, "rebooted", target, lab, seconds=round(time.monotonic() - started, 1),
-                      remote=_remote_view(lab), database=_read_marker_row(target, history["writes"]))
+    backend.reboot(timeout=600)
+    rebooted = _event(history, "rebooted", target, seconds=round(time.monotonic() - started, 1),
+                      remote=_remote_view(lab, state), database=_read_marker_row(target, history["writes"]))
     progress(f"reboot scenario: back in {rebooted['seconds']:.0f}s (boot id {rebooted['boot_id'][:8]})")
 
-    disk = vm.data_disk
-    if disk is None:
+    if not backend.has(Capability.VOLUME_DETACH):
+        history["detached_skipped"] = backend.missing(Capability.VOLUME_DETACH)
+        return
+    if not backend.has_volume():
         history["detached_skipped"] = "the target has no data disk attached (no volume steps in this plan)"
         return
     progress("reboot scenario: poweroff, detach the data volume, cold boot ...")
-    vm.shutdown()
-    vm.data_disk = None
+    backend.power_off()
     started = time.monotonic()
     try:
-        vm.boot(timeout=DETACHED_BOOT_TIMEOUT)
-        _event(history, "detached", target, lab, seconds=round(time.monotonic() - started, 1), reached_ssh=True)
+        backend.boot(with_volume=False, timeout=DETACHED_BOOT_TIMEOUT)
+        _event(history, "detached", target, seconds=round(time.monotonic() - started, 1), reached_ssh=True)
     except LabError as exc:
         history["events"].append({"name": "detached", "at": time.time(), "reached_ssh": False,
                                   "seconds": round(time.monotonic() - started, 1), "error": exc.one_line(),
-                                  "serial_tail": vm.serial_tail(25), "probes": {}, "boot_id": ""})
+                                  "serial_tail": backend.serial_tail(25), "probes": {}, "boot_id": ""})
         progress(f"reboot scenario: no ssh {DETACHED_BOOT_TIMEOUT:.0f}s into the boot without the volume")
-        _power_off(vm)
+        backend.power_off(hard=True)
     progress("reboot scenario: poweroff, attach the volume again, cold boot ...")
-    if vm.running:
-        vm.shutdown()
-    vm.data_disk = disk
+    if backend.running():
+        backend.power_off()
     started = time.monotonic()
-    vm.boot()
-    _event(history, "reattached", target, lab, seconds=round(time.monotonic() - started, 1))
+    backend.boot(with_volume=True)
+    _event(history, "reattached", target, seconds=round(time.monotonic() - started, 1))
 
 
-def _write_markers(lab: Any, target: Any, state: dict[str, Any], token: str,
-                   before: dict[str, Any]) -> dict[str, Any]:
+def _write_markers(target: Target, state: dict[str, Any], token: str, before: dict[str, Any]) -> dict[str, Any]:
     """Data written before the reboot: a file on /stdb (as the service user) and, when the server answers,
     a row inserted through a reducer call into the kit's probe database."""
     writes: dict[str, Any] = {"file": MARKER_FILE, "file_content": token}
@@ -160,41 +162,29 @@ def _read_marker_row(target: Any, writes: dict[str, Any]) -> dict[str, Any] | No
     return {**res.to_dict(), "row_present": writes["row"] in res.stdout}
 
 
-def _remote_view(lab: Any) -> dict[str, Any]:
-    """nginx and TLS as the remote client sees them (TLS verified against the ACME CA's root)."""
+def _remote_view(lab: Testbed, state: dict[str, Any]) -> dict[str, Any]:
+    """nginx and TLS as the remote vantage point sees them (TLS verified against the run's CA bundle)."""
+    from harness.vantage import curl_args, site_from_state, vantage_from_state
+
     try:
-        lab.trust_acme_root_on("client")
-    except LabError as exc:
-        return {"error": f"cannot trust the ACME root on the client: {exc.one_line()}"}
-    domain = lab.domain
-    script = (f"curl -sS --max-time 15 -o /dev/null -w '%{{http_code}} verify=%{{ssl_verify_result}}' -X POST "
-              f"https://{domain}/v1/identity; echo; curl -sS --max-time 15 -o /dev/null -w '%{{http_code}} "
-              f"%{{redirect_url}}' http://{domain}/v1/identity; echo")
-    res = lab.client.run(script, timeout=60)
+        site, vantage = site_from_state(state), vantage_from_state(state)
+    except (LabError, KeyError) as exc:
+        return {"error": f"no remote vantage point: {exc}"}
+    args = curl_args(site, vantage)
+    script = (f"curl -sS --max-time 15 {args} -o /dev/null -w '%{{http_code}} verify=%{{ssl_verify_result}}' -X POST "
+              f"https://{site.domain}/v1/identity; echo; curl -sS --max-time 15 {args} -o /dev/null -w "
+              f"'%{{http_code}} %{{redirect_url}}' http://{site.domain}/v1/identity; echo")
+    res = vantage.run(script, timeout=60)
     lines = res.stdout.splitlines() + ["", ""]
     https, http = lines[0].strip(), lines[1].strip()
-    return {"command": script, "https": https, "http": http, "stderr": res.stderr.strip()[-500:],
-            "exit_status": res.exit_status}
+    return {"command": script, "vantage": vantage.describe(), "https": https, "http": http,
+            "stderr": res.stderr.strip()[-500:], "exit_status": res.exit_status}
 
 
-def _power_off(vm: Any) -> None:
-    """Pull the plug on a guest that cannot be reached (no ssh): the kit's own qemu process, by its pid."""
-    if vm.proc is not None and vm.proc.poll() is None:
-        vm.proc.kill()
-        vm.proc.wait(timeout=30)
-    if vm.qmp is not None:
-        vm.qmp.close()
-        vm.qmp = None
-
-
-def _recover(lab: Any, history: dict[str, Any], progress: Progress) -> None:
+def _recover(lab: Testbed, history: dict[str, Any], progress: Progress) -> None:
     """After an error, bring the target back with its data volume so later suites see a host."""
     try:
-        vm = lab.vm.vm
-        if vm.running and lab.target.run("true", timeout=20).ok:
-            return
-        _power_off(vm)
-        vm.boot()
+        lab.backend.recover()
         history["recovered"] = True
     except LabError as exc:
         history["recovered"] = False

@@ -34,11 +34,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.backends.base import Capability, RecoveryHost
 from harness.errors import LabError
-from harness.lab.lab import DATA_DEVICE as DEVICE  # the runbook's device name (messages; mounts go by serial)
 from harness.scenarios import data_device
+from harness.targets.base import Target
+
+if TYPE_CHECKING:
+    from harness.testbed import Testbed
 
 Progress = Callable[[str], None]
 DRILL_DIR = "/var/tmp/stdbc-drill"
@@ -54,17 +58,12 @@ LIVE_COPIES = 2
 LIVE_COPY_PORT = 3101
 DROPPED_TABLE = "floats"
 MUTANTS = ("wrong-volume", "drop-table")
-CONSISTENCY_VM = ("crash-consistent: qemu blockdev-backup (sync=full) of the running guest's data disk, the image "
-                  "as it was when the job started (copy-before-write), no freeze, no service stop; what an EBS "
-                  "snapshot gives")
-CONSISTENCY_DOCKER = ("filesystem-consistent, NOT crash-consistent: fsfreeze of /stdb in the target container, copy "
-                      "of the loop device's backing file, unfreeze (writes block for the copy; the service keeps "
-                      "running). Stronger than an EBS snapshot: it does not prove the runbook's crash-consistency "
-                      "claim (--backend vm does)")
-DOCKER_VOLUME_BYTES = 1024 * 1024 * 1024
 
 
-def generate(lab: Any, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def generate(lab: Testbed, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    why_not = lab.backend.missing(Capability.MUTATION, Capability.VOLUME_SNAPSHOT, Capability.RECOVERY_HOST)
+    if why_not:
+        return {"applicable": False, "events": [], "reason": f"the restore drill {why_not}"}
     implementation = (state.get("spacetimedb") or {}).get("implementation", "standin")
     if implementation != "standin":
         return {"applicable": False, "events": [], "reason": (
@@ -81,8 +80,8 @@ def generate(lab: Any, state: dict[str, Any], progress: Progress) -> dict[str, A
     if mutant and mutant not in MUTANTS:
         raise LabError(f"unknown STDBC_DRILL_MUTANT {mutant!r}", hint=f"one of: {', '.join(MUTANTS)}")
     history: dict[str, Any] = {"applicable": True, "events": [], "mutant": mutant, "db": DB,
-                               "flow": [s.index for s in flow], "backend": lab.s.backend,
-                               "consistency": CONSISTENCY_VM if lab.s.backend == "vm" else CONSISTENCY_DOCKER}
+                               "flow": [s.index for s in flow], "backend": lab.backend.scheme,
+                               "consistency": "", "crash_consistent": False}
     drill = _Drill(lab, state, plan, flow, history, progress)
     try:
         drill.run()
@@ -135,15 +134,14 @@ def restore_flow(plan: Any) -> list[Any]:
 
 
 class _Drill:
-    def __init__(self, lab: Any, state: dict[str, Any], plan: Any, flow: list[Any], history: dict[str, Any],
+    def __init__(self, lab: Testbed, state: dict[str, Any], plan: Any, flow: list[Any], history: dict[str, Any],
                  progress: Progress) -> None:
         self.lab, self.state, self.plan, self.flow, self.h, self.progress = lab, state, plan, flow, history, progress
         self.work = Path(state["workdir"]) / "restore-drill"
         self.work.mkdir(parents=True, exist_ok=True)
         self.target = lab.target
-        self.recovery: Any = None
+        self.recovery: RecoveryHost | None = None
         self.writer_pid = ""
-        self.recovery_loop = ""
 
     # ---- helpers ---------------------------------------------------------------------------------
     def event(self, name: str, **data: Any) -> dict[str, Any]:
@@ -302,74 +300,24 @@ class _Drill:
         self.restore(snapshot, expected, seed, mutant)
 
     def take_snapshot(self) -> tuple[Path, str, float]:
-        """vm: QMP blockdev-backup, point in time at the job start, while the writer goes on (it writes for a
-        few seconds more during the job). docker: fsfreeze + copy of the backing file, then the writer goes
-        on for the same few seconds. Returns (image, source, seconds of the copy itself)."""
-        if self.lab.s.backend == "vm":
-            vm = self.lab.vm.vm
-            snapshot = self.work / "snapshot.qcow2"
-            job = vm.start_data_disk_snapshot(snapshot)
-            time.sleep(WRITE_AFTER_SNAPSHOT_SECONDS)
-            job.wait(timeout=600)
-            return snapshot, str(vm.data_disk), job.seconds
-        snapshot = self.work / "snapshot.img"
-        began = time.monotonic()
-        info = self.lab.snapshot_data_volume(snapshot)
-        seconds = time.monotonic() - began
-        self.h["snapshot_method"] = info
-        if info.get("consistency") != "filesystem-frozen":
-            self.h["consistency"] = "unfrozen copy of the backing file (fsfreeze failed): crash-consistent at best"
-        time.sleep(WRITE_AFTER_SNAPSHOT_SECONDS)
-        return snapshot, str(info.get("source")), seconds
+        """The backend's point-in-time snapshot of the data volume while the writer runs; the writer goes on
+        for a few seconds more (during the copy where the backend allows it). Returns (image, source, seconds
+        of the copy itself)."""
+        snapshot = self.work / "snapshot.vol"
+        info = self.lab.backend.snapshot_volume(snapshot, during=lambda: time.sleep(WRITE_AFTER_SNAPSHOT_SECONDS))
+        self.h["snapshot_method"] = info.to_dict()
+        self.h["consistency"] = info.consistency
+        self.h["crash_consistent"] = bool(info.extra.get("crash_consistent_claim_proven"))
+        return snapshot, str(info.extra.get("source", "")), float(info.extra.get("seconds", 0.0))
 
-    def new_recovery_host(self) -> tuple[Any, Any, Callable[[Any, Any], str | None] | None]:
-        """A fresh host for the restore: (handle, target, before_step for the runbook's apply phase)."""
-        if self.lab.s.backend == "vm":
-            handle = self.lab.add_recovery_vm(self.progress)
-            attach_at = getattr(self.lab, "_attach_before", None)
+    def new_recovery_host(self) -> RecoveryHost:
+        """A fresh host for the restore, from the backend (the runbook then prepares it)."""
+        return self.lab.backend.recovery_host(self.progress)
 
-            def before_step(step: Any, _target: Any) -> str | None:
-                if step.index == attach_at:
-                    disk = handle.new_volume("recovery-own-volume")
-                    how = handle.vm.attach_data_disk(disk)
-                    return f"created a new volume {disk.name} and attached it to the recovery VM ({how}) as {DEVICE}"
-                return None
-
-            return handle, handle.target, before_step
-        own = self.work / "recovery-own-volume.img"
-        with open(own, "wb") as handle:
-            handle.truncate(DOCKER_VOLUME_BYTES)
-        host = self.lab.add_recovery_host(own, self.progress)
-        self.recovery_loop = self.lab.s.extra_loop_devices[-1]
-        return None, host, None
-
-    def swap_volume(self, handle: Any, host: Any, restored: Path) -> dict[str, Any]:
+    def swap_volume(self, host: RecoveryHost, restored: Path) -> dict[str, Any]:
         """"Attach it to the recovery instance": the recovery host is stopped, its own volume replaced by
-        `restored` (vm: the NVMe disk; docker: the loop device behind its /dev/nvme1n1 re-pointed), started."""
-        if handle is not None:
-            vm = handle.vm
-            own = vm.data_disk
-            vm.shutdown()
-            vm.data_disk = restored
-            boot_id = vm.boot()
-            return {"boot_id": boot_id, "boot_seconds": round(vm.last_boot_seconds, 1),
-                    "detail": (f"powered the recovery VM off, replaced its own volume "
-                               f"({Path(own).name if own else 'none'}) with {restored.name} as {DEVICE}, "
-                               "booted it")}
-        from harness.lab.docker import docker
-
-        name = self.lab.s.containers["recovery"]
-        loop = self.recovery_loop
-        docker("stop", "-t", "30", name, timeout=90, what="stop the recovery container")
-        for command in (["losetup", "-d", loop], ["losetup", loop, str(restored)]):
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
-            if proc.returncode != 0:
-                raise LabError(f"cannot re-point {loop} at the restored volume ({' '.join(command)}): "
-                               f"{proc.stderr.strip()}")
-        docker("start", name, timeout=90, what="start the recovery container")
-        state = host.wait_running(timeout=120)
-        return {"detail": (f"stopped the recovery container, re-pointed its {DEVICE} ({loop}) from its own volume "
-                           f"to {restored.name}, started it (systemd {state})")}
+        `restored`, started (the backend does it)."""
+        return host.replace_volume(restored)
 
     def judge_live_copy(self, copy: dict[str, Any], expected: dict[str, Any], log_text: str,
                         number: int) -> dict[str, Any]:
@@ -411,13 +359,16 @@ class _Drill:
         from harness.apply import apply_plan, apply_step
         from harness.fidelity import judge_restore
 
-        self.progress(f"restore drill: recovery host: a fresh {self.lab.s.backend} host prepared by the runbook ...")
+        self.progress(f"restore drill: recovery host: a fresh {self.lab.backend.scheme} host prepared by the "
+                      f"runbook ...")
         started = time.monotonic()
-        handle, host, before_step = self.new_recovery_host()
-        self.recovery = handle
-        boot_seconds = round(handle.vm.last_boot_seconds, 1) if handle is not None else None
+        recovery = self.new_recovery_host()
+        self.recovery = recovery
+        host = recovery.target
+        boot_seconds = recovery.boot_seconds()
 
-        prepared = apply_plan(self.plan, host, progress=lambda m: None, before_step=before_step)
+        prepared = apply_plan(self.plan, host, progress=lambda m: None,
+                              before_step=lambda step, _target: recovery.before_step(step))
         self.event("recovery_prepared", seconds=round(time.monotonic() - started, 1), ok=prepared.ok,
                    stopped_at=prepared.stopped_at.index if prepared.stopped_at else None,
                    steps=[{"index": r.step.index, "summary": r.step.summary()[:160], "status": r.status,
@@ -431,15 +382,14 @@ class _Drill:
         # 5. the runbook's restore flow
         restore_started = time.time()
         self.h["timestamps"]["restore_started"] = restore_started
-        restored_volume = (handle.disks_dir / "restored-volume.qcow2" if handle is not None
-                           else self.work / "restored-volume.img")
+        restored_volume = recovery.restored_volume_path()
         steps: list[dict[str, Any]] = []
         for step in self.flow:
             began = time.monotonic()
             entry: dict[str, Any] = {"index": step.index, "kind": step.kind.value, "summary": step.summary()[:200],
                                      "line": step.ref.line_start, "action": step.params.get("action", "")}
             if step.kind.value == "console":
-                entry.update(self.console_action(step, handle, host, snapshot, restored_volume, mutant))
+                entry.update(self.console_action(step, recovery, host, snapshot, restored_volume, mutant))
             else:
                 record = apply_step(step, host)
                 entry.update({"status": record.status, "results": [r.to_dict() for r in record.results],
@@ -450,7 +400,7 @@ class _Drill:
         ping = self.ping(host)
         service_ready = time.time()
         self.h["timestamps"]["service_ready"] = service_ready
-        ready = {"ping": ping, "service": self.service_show(host),
+        ready: dict[str, Any] = {"ping": ping, "service": self.service_show(host),
                  "journal": host.run(f"journalctl -b -u {SERVICE} --no-pager | tail -12", timeout=30).stdout,
                  "stdb_mount": host.run(f"findmnt -n -o SOURCE,UUID,FSTYPE --mountpoint {MOUNT_POINT}",
                                         timeout=30).stdout.strip(),
@@ -485,24 +435,16 @@ class _Drill:
                       f"{verdict['measurements'].get('rto_verified_seconds')} s, loss window "
                       f"{verdict['measurements'].get('loss_window_seq')} acknowledged writes")
 
-    def console_action(self, step: Any, handle: Any, host: Any, snapshot: Path, restored_volume: Path,
-                       mutant: str) -> dict[str, Any]:
+    def console_action(self, step: Any, recovery: RecoveryHost, host: Target, snapshot: Path,
+                       restored_volume: Path, mutant: str) -> dict[str, Any]:
         action = step.params.get("action", "")
         if action == "restore_volume_from_snapshot":
             source = self.blank_volume() if mutant == "wrong-volume" else snapshot
-            if restored_volume.suffix == ".qcow2":
-                fmt = "raw" if source.suffix == ".raw" else "qcow2"
-                command = ["qemu-img", "convert", "-f", fmt, "-O", "qcow2", str(source), str(restored_volume)]
-            else:
-                command = ["cp", "--sparse=always", str(source), str(restored_volume)]
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-            return {"status": "ok" if proc.returncode == 0 else "failed", "performed_by": "kit (vm backend)",
-                    "detail": f"qemu-img convert {source.name} -> {restored_volume.name}",
-                    "error": proc.stderr.strip()[-300:]}
+            return recovery.volume_image(source, restored_volume)
         if action == "attach_volume":
-            by = f"kit ({self.lab.s.backend} backend)"
+            by = f"kit ({self.lab.backend.scheme} backend)"
             try:
-                done = self.swap_volume(handle, host, restored_volume)
+                done = self.swap_volume(recovery, restored_volume)
             except LabError as exc:
                 return {"status": "failed", "error": exc.one_line(), "performed_by": by}
             return {"status": "ok", "performed_by": by, **done}
@@ -549,6 +491,7 @@ class _Drill:
             except LabError:
                 pass
         try:
-            self.lab.release_recovery_vm()
+            if self.recovery is not None:
+                self.recovery.release()
         except Exception as exc:  # noqa: BLE001 - the run's teardown releases it again
             self.h["cleanup_error"] = str(exc)

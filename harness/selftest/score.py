@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.host_mutants import ADAPTATION_ID
 from harness.selftest.catalogue import RED
-from harness.selftest.hook import ADAPTATION_ID
 
 SCHEMA = 1
 

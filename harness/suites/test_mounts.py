@@ -7,6 +7,10 @@ recorded (harness/scenarios/reboot.py; vm backend only): the mount, the service,
 written before a real reboot (boot id changed) are there after it; a boot with the volume detached
 still reaches multi-user, and what the service did then is reported. On docker those are
 not-applicable with the reason: a container cannot prove them.
+
+The static checks read the host through testinfra (the `host` fixture: file, mount_point; every query is the
+check's evidence). The volume's UUID (`blkid`), the block device listing and the ownership of the tree (`find`)
+have no testinfra module and stay raw commands.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pytest
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
 from harness.scenarios import data_device, load_history
+from harness.targets.base import Target
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 DETACH_CHANGES = "detaches the data volume and cold-boots the host"
@@ -48,6 +53,37 @@ def _documented_fields(plan: Plan) -> list[str]:
 def _documented_mount_point(plan: Plan) -> str:
     fields = _documented_fields(plan)
     return fields[1] if len(fields) > 1 else MOUNT_POINT
+
+
+def _fstab(host: Any) -> str:
+    """/etc/fstab as the host has it; empty when it cannot be read (no entries, as a failed `cat` gave)."""
+    try:
+        return str(host.file("/etc/fstab").content_string)
+    except RuntimeError:  # testinfra: `cat` failed
+        return ""
+
+
+def _mount_root(host: Any, path: str) -> str | None:
+    """The directory of its file system mounted at `path` (mountinfo's 4th field: "/" for a whole volume, a
+    subdirectory for a bind mount of one), for the first mount there, as /proc/mounts lists it first."""
+    try:
+        mountinfo = str(host.file("/proc/self/mountinfo").content_string)
+    except RuntimeError:
+        return None
+    roots = [f[3] for f in (line.split() for line in mountinfo.splitlines()) if len(f) > 4 and f[4] == path]
+    return roots[0] if roots else None
+
+
+def _owner(host: Any, target: Target, check: CheckRecorder, path: str) -> str | None:
+    """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
+    (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
+    node = host.file(path)
+    if node.is_symlink:
+        res = check.run(target, f"stat -c '%U:%G' {shlex.quote(path)}", label=f"owner of the symlink {path}")
+        return res.stdout.strip() if res.ok else None
+    if not node.exists:
+        return None
+    return f"{node.user}:{node.group}"
 
 
 def _fstab_entries(text: str) -> list[list[str]]:
@@ -86,12 +122,6 @@ def device(target: Any) -> str:
 def volume_uuid(target: Any, device: str) -> str:
     res = target.run(f"blkid -s UUID -o value {device}", timeout=30)
     return res.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def fstab(target: Any) -> str:
-    res = target.run("cat /etc/fstab", timeout=30)
-    return res.stdout
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +165,9 @@ def _note_probes(check: CheckRecorder, event: dict[str, Any], *names: str) -> No
 @pytest.mark.check("mounts.fstab-entry-by-uuid",
                    claim="the fstab entry for /stdb names the data volume by its UUID (\"Persist the mount across "
                          "reboots using UUID\")")
-def test_fstab_by_uuid(plan: Plan, fstab: str, volume_uuid: str, device: str, check: CheckRecorder) -> None:
+def test_fstab_by_uuid(host: Any, plan: Plan, volume_uuid: str, device: str, check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
-    check.note("/etc/fstab on the target", fstab, command="cat /etc/fstab")
+    fstab = _fstab(host)
     check.note("UUID of the data volume", volume_uuid, command=f"blkid -s UUID -o value {device}")
     assert volume_uuid, f"{device} has no file system UUID (was it formatted?)"
     entries = [e for e in _fstab_entries(fstab) if len(e) > 1 and e[1] == MOUNT_POINT]
@@ -149,13 +179,13 @@ def test_fstab_by_uuid(plan: Plan, fstab: str, volume_uuid: str, device: str, ch
 
 @pytest.mark.check("mounts.fstab-entry-as-documented",
                    claim="the fstab line the runbook adds is on the host with its type, options, dump and pass")
-def test_fstab_as_documented(plan: Plan, fstab: str, volume_uuid: str, check: CheckRecorder) -> None:
+def test_fstab_as_documented(host: Any, plan: Plan, volume_uuid: str, check: CheckRecorder) -> None:
     step = _fstab_step(plan)
     check.ref(step)
     documented = _documented_fields(plan)
     assert len(documented) == 6, f"the runbook's fstab line has {len(documented)} fields, not 6: {documented}"
     check.note("documented line", " ".join(documented))
-    check.note("/etc/fstab on the target", fstab, command="cat /etc/fstab")
+    fstab = _fstab(host)
     entries = [e for e in _fstab_entries(fstab) if len(e) > 1 and e[1] == documented[1]]
     assert entries, f"no fstab entry for the documented mount point {documented[1]}"
     entry = entries[-1]
@@ -165,9 +195,9 @@ def test_fstab_as_documented(plan: Plan, fstab: str, volume_uuid: str, check: Ch
 
 @pytest.mark.check("mounts.fstab-nofail",
                    claim="the /stdb entry carries `nofail`, so a boot without the volume still reaches multi-user")
-def test_fstab_nofail(plan: Plan, fstab: str, check: CheckRecorder) -> None:
+def test_fstab_nofail(host: Any, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
-    check.note("/etc/fstab on the target", fstab, command="cat /etc/fstab")
+    fstab = _fstab(host)
     entries = [e for e in _fstab_entries(fstab) if len(e) > 3 and e[1] == MOUNT_POINT]
     assert entries, f"no fstab entry mounts {MOUNT_POINT}"
     options = entries[-1][3].split(",")
@@ -177,28 +207,32 @@ def test_fstab_nofail(plan: Plan, fstab: str, check: CheckRecorder) -> None:
 
 @pytest.mark.check("mounts.stdb-is-data-volume",
                    claim="/stdb is the data volume (ext4, the volume's UUID), mounted now")
-def test_stdb_is_data_volume(target: Any, plan: Plan, volume_uuid: str, device: str, check: CheckRecorder) -> None:
+def test_stdb_is_data_volume(target: Any, host: Any, plan: Plan, volume_uuid: str, device: str,
+                             check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"mount -a") or _fstab_step(plan))
-    res = check.run(target, f"findmnt -n -o SOURCE,UUID,FSTYPE,OPTIONS --mountpoint {MOUNT_POINT}",
-                    label="what is mounted at /stdb")
+    mount = host.mount_point(MOUNT_POINT)  # the first /proc/mounts entry at /stdb (as findmnt lists first)
+    mounted = mount.exists
     check.run(target, "lsblk -o NAME,SERIAL,SIZE,FSTYPE,UUID,MOUNTPOINTS", label="block devices")
-    assert res.ok and res.stdout.strip(), f"nothing is mounted at {MOUNT_POINT}"
-    fields = res.stdout.split()
-    assert fields[0] == device, f"{MOUNT_POINT} is mounted from {fields[0]}, not the data volume {device}"
-    assert fields[1] == volume_uuid and fields[2] == "ext4", f"{MOUNT_POINT}: UUID/type {fields[1:3]}"
+    assert mounted, f"nothing is mounted at {MOUNT_POINT}"
+    root = _mount_root(host, MOUNT_POINT)
+    # a bind mount of a directory is not the volume: findmnt's SOURCE names it DEVICE[/directory]
+    source = mount.device if root in ("/", None) else f"{mount.device}[{root}]"
+    assert source == device, f"{MOUNT_POINT} is mounted from {source}, not the data volume {device}"
+    # the mounted device is the data volume, so its UUID is the volume's (blkid): there must be one
+    assert volume_uuid and mount.filesystem == "ext4", f"{MOUNT_POINT}: UUID/type {[volume_uuid, mount.filesystem]}"
 
 
 @pytest.mark.check("mounts.owned-by-service-user",
                    claim="after `chown -R spacetimedb:spacetimedb /stdb` the volume's root and files belong to "
                          "the service user")
-def test_owned_by_service_user(target: Any, plan: Plan, check: CheckRecorder) -> None:
+def test_owned_by_service_user(target: Any, host: Any, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"chown -R") or _fstab_step(plan))
-    res = check.run(target, f"stat -c '%U:%G %a' {MOUNT_POINT}", label="owner of /stdb")
+    owner = _owner(host, target, check, MOUNT_POINT)
     others = check.run(target, f"find {MOUNT_POINT} -xdev \\( ! -user {SERVICE_USER} -o ! -group {SERVICE_USER} \\) "
                                "-printf '%u:%g %p\\n' | head -20", label="entries not owned by the service user")
-    assert res.ok, f"cannot stat {MOUNT_POINT}: {res.stderr.strip()}"
-    assert res.stdout.split()[0] == f"{SERVICE_USER}:{SERVICE_USER}", \
-        f"{MOUNT_POINT} belongs to {res.stdout.split()[0]}, not {SERVICE_USER}:{SERVICE_USER}"
+    assert owner is not None, f"cannot stat {MOUNT_POINT}: nothing is there"
+    assert owner == f"{SERVICE_USER}:{SERVICE_USER}", \
+        f"{MOUNT_POINT} belongs to {owner}, not {SERVICE_USER}:{SERVICE_USER}"
     assert not others.stdout.strip(), f"entries in {MOUNT_POINT} owned by others:\n{others.stdout.strip()}"
 
 

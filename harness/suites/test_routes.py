@@ -1,9 +1,13 @@
-"""Suite `routes`: what the nginx site exposes, proven from the remote client (never the target's loopback).
+"""Suite `routes`: what the nginx site exposes, proven from the remote vantage (never the target's loopback).
 
 Who answered is decided from evidence the backend leaves (SpacetimeDB's CORS headers on every routed
 response, its 426 text) versus nginx's own error page, never from the status code alone. Expectations
 come from the kit's knowledge of the API (harness/routes_model.py) and from the site file the runbook
 writes, parsed into nginx's location-selection rules.
+
+The vantage (`remote`: the lab client container, this machine, or an ssh host) reaches the site as the run
+state says (`site`: the domain, the address it is pinned to, the trust bundle); every connection argument
+comes from harness.vantage, and each check records which vantage it observed from.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ from harness.routes_model import (
     parse_locations,
     predict,
 )
+from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
-PEBBLE_ROOT = "/usr/local/share/ca-certificates/stdb-conformance-acme-root.crt"
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
 HYPOTHESIS_SECONDS = 120.0
+
+
+# what the checks marked `mutates` change on the host (they run only where the kit may change it)
+LOOPBACK_POST_CHANGES = "sends POST requests (e.g. POST /v1/database) to the server on the host's loopback"
 
 
 def _site_step(plan: Plan) -> Step | None:
@@ -49,13 +57,39 @@ def locations(plan: Plan) -> list:
 
 
 @pytest.fixture(scope="session")
-def probe(lab: Any) -> Iterator[ProbeSession]:
-    lab.trust_acme_root_on("client")  # adaptation: the client trusts the ACME CA that issued the certificate
-    with ProbeSession(lab.s.containers["client"], max_requests=HYPOTHESIS_EXAMPLES * 4 + 400) as session:
+def trusted(run_state: dict[str, Any]) -> str:
+    """A run state without `site` (older run flow): the lab client trusts the ACME CA that issued the
+    certificate through its system store (adaptation), as before. With `site`, its ca_file is the trust."""
+    return fallback_trust(run_state)
+
+
+@pytest.fixture(scope="session")
+def probe(remote: Vantage, site: Site, trusted: str) -> Iterator[ProbeSession]:
+    with ProbeSession(remote, max_requests=HYPOTHESIS_EXAMPLES * 4 + 400,
+                      agent_args=agent_flags(site, remote)) as session:
         yield session
 
 
-def _request(lab: Any, probe: ProbeSession, method: str, path: str, *, scheme: str = "https",
+def _vantage(check: CheckRecorder, remote: Vantage) -> None:
+    check.note("vantage", remote.describe())
+
+
+def _probe_database(target: Any, run_state: dict[str, Any], check: CheckRecorder) -> Any:
+    """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
+    from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
+
+    try:
+        return ensure_probe_database(target, run_state, check)
+    except ProbeUnavailable as exc:
+        check.not_applicable(str(exc))
+    except AssertionError as exc:  # the kit's probe could not be set up: not a verdict on the route
+        if "could not publish the probe database" not in str(exc):
+            raise
+        check.not_applicable(f"no probe database to subscribe to: {exc} (the route is not judged; see the "
+                             f"service checks for the state of the install)")
+
+
+def _request(site: Site, probe: ProbeSession, method: str, path: str, *, scheme: str = "https",
              body: str = "", headers: dict | None = None) -> dict:
     headers = dict(headers or {})
     if method in ("POST", "PUT") and "sql" in path:
@@ -63,8 +97,9 @@ def _request(lab: Any, probe: ProbeSession, method: str, path: str, *, scheme: s
     elif method in ("POST", "PUT"):
         body = body or "[]"
         headers.setdefault("Content-Type", "application/json")
-    return probe.send({"scheme": scheme, "host": lab.domain, "port": 443 if scheme == "https" else 80,
-                       "server_name": lab.domain, "method": method, "path": path, "body": body,
+    # the TCP address and the trust come from the agent's flags (--connect, --cafile): see `probe`
+    return probe.send({"scheme": scheme, "host": site.domain, "port": 443 if scheme == "https" else 80,
+                       "server_name": site.domain, "method": method, "path": path, "body": body,
                        "headers": headers, "timeout": 10, "cafile": None})
 
 
@@ -76,9 +111,10 @@ def _line(family: Family | str, result: dict, who: str) -> str:
 
 @pytest.mark.check("routes.identity-open", claim="POST /v1/identity from remote returns an identity and token "
                                                  "from the backend")
-def test_identity_open(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+def test_identity_open(site, remote, probe, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
-    result = _request(lab, probe, "POST", "/v1/identity")
+    _vantage(check, remote)
+    result = _request(site, probe, "POST", "/v1/identity")
     check.note("POST https://DOMAIN/v1/identity from the client", _redact_token(result), status=result.get("status"))
     assert observed(result) == "backend", f"the answer did not come from the backend ({result.get('status')})"
     assert result["status"] == 200, f"status {result['status']}"
@@ -101,24 +137,15 @@ def _redact_token(result: dict) -> dict:
 @pytest.mark.check("routes.subscribe-websocket", claim="a websocket to /v1/database/<db>/subscribe with "
                                                        "v1.json.spacetimedb upgrades (101), echoes the protocol "
                                                        "and delivers IdentityToken first")
-def test_subscribe_websocket(lab, target, run_state, plan: Plan, check: CheckRecorder) -> None:
-    from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
-
+def test_subscribe_websocket(site, remote, trusted, target, run_state, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
-    try:
-        database = ensure_probe_database(target, run_state, check)
-    except ProbeUnavailable as exc:
-        check.not_applicable(str(exc))
-    except AssertionError as exc:  # the kit's probe could not be set up: not a verdict on the route
-        if "could not publish the probe database" not in str(exc):
-            raise
-        check.not_applicable(f"no probe database to subscribe to: {exc} (the route is not judged; see the "
-                             f"service checks for the state of the install)")
-    lab.trust_acme_root_on("client")
-    res = check.run(lab.client, f"python3 /lab/agents/ws_subscribe.py "
-                                f"wss://{lab.domain}/v1/database/{database.name}/subscribe "
-                                f"{shlex.quote('SELECT * FROM ' + database.table)} --until IdentityToken --timeout 20",
-                    label="wss subscribe from the client")
+    _vantage(check, remote)
+    database = _probe_database(target, run_state, check)
+    # a database the operator named has no table the kit knows: subscribe to nothing (IdentityToken still comes)
+    query = f"SELECT * FROM {database.table}" if database.table else ""
+    res = check.run(remote, agent_command(remote, "ws_subscribe.py", [
+        f"wss://{site.domain}/v1/database/{database.name}/subscribe", query, "--until", "IdentityToken",
+        "--timeout", "20", *agent_flags(site, remote)]), label="wss subscribe from the vantage")
     events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     upgrade: dict[str, Any] = next((e for e in events if e.get("event") in ("upgraded", "refused")), {})
     assert upgrade.get("status") == 101, f"no upgrade: {upgrade.get('status_line', res.stderr.strip()[-200:])}"
@@ -129,9 +156,10 @@ def test_subscribe_websocket(lab, target, run_state, plan: Plan, check: CheckRec
 
 @pytest.mark.check("routes.subscribe-plain-get-426", claim="a plain GET to /subscribe through the proxy gets the "
                                                            "backend's 426, not an nginx answer")
-def test_subscribe_plain_get(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+def test_subscribe_plain_get(site, remote, probe, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
-    result = _request(lab, probe, "GET", "/v1/database/stdbc-probe/subscribe")
+    _vantage(check, remote)
+    result = _request(site, probe, "GET", "/v1/database/stdbc-probe/subscribe")
     check.note("plain GET https://DOMAIN/v1/database/stdbc-probe/subscribe", result, status=result.get("status"))
     assert result.get("status") == 426 and observed(result) == "backend", (
         f"expected the backend's 426, got {result.get('status')} from {observed(result)}")
@@ -143,19 +171,20 @@ EVIDENCE_USED = ("answered by: 'backend' = the response carries SpacetimeDB's CO
                  "code alone is never used")
 
 
-def _families(lab: Any, probe: ProbeSession, scheme: str) -> dict[str, dict]:
-    return {f.name: _request(lab, probe, f.method, f.path(), scheme=scheme) for f in FAMILIES}
+def _families(site: Site, probe: ProbeSession, scheme: str) -> dict[str, dict]:
+    return {f.name: _request(site, probe, f.method, f.path(), scheme=scheme) for f in FAMILIES}
 
 
 @pytest.mark.check("routes.closed-families-403", claim="publish, sql, call, logs, schema, delete, ping, health, "
                                                       "metrics and the rest of the database API get nginx's 403 "
                                                       "from remote and never reach the backend")
-def test_closed_families(lab, probe, plan: Plan, check: CheckRecorder) -> None:
+def test_closed_families(site, remote, probe, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
+    _vantage(check, remote)
     check.note("evidence used", EVIDENCE_USED)
     leaks = []
     for scheme in ("https", "http"):
-        results = _families(lab, probe, scheme)
+        results = _families(site, probe, scheme)
         lines = []
         for family in FAMILIES:
             if family.name not in MUST_BE_CLOSED:
@@ -179,7 +208,8 @@ def _curl_result(output: str) -> dict:
             "body": head[1] if len(head) > 1 else ""}
 
 
-@pytest.mark.check("routes.denials-come-from-the-proxy", claim="the 403s come from the proxy rule: the same "
+@pytest.mark.check("routes.denials-come-from-the-proxy", mutates=LOOPBACK_POST_CHANGES,
+                   claim="the 403s come from the proxy rule: the same "
                                                                 "requests reach a live backend on the target's "
                                                                 "127.0.0.1:3000")
 def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
@@ -200,18 +230,18 @@ def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
     assert not dead, f"the backend did not answer directly for: {', '.join(dead)}"
 
 
-@pytest.mark.check("routes.loopback-through-proxy-reaches-backend",
+@pytest.mark.check("routes.loopback-through-proxy-reaches-backend", mutates=LOOPBACK_POST_CHANGES,
                    claim="from the target itself the closed routes go through nginx to the backend "
                          "(the site's `allow 127.0.0.1` rule: \"Only localhost can use these routes\")")
-def test_loopback_through_proxy(lab, target, locations, plan: Plan, check: CheckRecorder) -> None:
+def test_loopback_through_proxy(site, target, locations, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
     rows, failures = [], []
     for family in FAMILIES:
         if family.name not in MUST_BE_CLOSED:
             continue
         data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
-        res = target.run(f"curl -s -i -k --max-time 5 --resolve {lab.domain}:443:127.0.0.1 -X {family.method} "
-                         f"{data} https://{lab.domain}{shlex.quote(family.path())} | head -c 800", timeout=20)
+        res = target.run(f"curl -s -i -k --max-time 5 --resolve {site.domain}:443:127.0.0.1 -X {family.method} "
+                         f"{data} https://{site.domain}{shlex.quote(family.path())} | head -c 800", timeout=20)
         status_line = res.stdout.splitlines()[0] if res.stdout else "(no answer)"
         result = _curl_result(res.stdout)
         who = observed(result)
@@ -220,17 +250,18 @@ def test_loopback_through_proxy(lab, target, locations, plan: Plan, check: Check
         if who != "backend":
             failures.append(f"{family.name} ({status_line}, {who})")
     check.note("closed routes requested through nginx from the target's own loopback", "\n".join(rows),
-               command=f"curl -k --resolve {lab.domain}:443:127.0.0.1 https://{lab.domain}/...")
+               command=f"curl -k --resolve {site.domain}:443:127.0.0.1 https://{site.domain}/...")
     assert not failures, ("from 127.0.0.1 these routes do not reach the backend through nginx (the allowing "
                           "location has no proxy_pass?): " + "; ".join(failures))
 
 
 @pytest.mark.check("routes.open-families", claim="exactly the route families the site's locations proxy are "
                                                  "open from remote (identity and subscribe documented)")
-def test_open_families(lab, probe, locations, plan: Plan, check: CheckRecorder) -> None:
+def test_open_families(site, remote, probe, locations, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
+    _vantage(check, remote)
     check.note("evidence used", EVIDENCE_USED)
-    results = _families(lab, probe, "https")
+    results = _families(site, probe, "https")
     rows, mismatches, opened = [], [], []
     for family in FAMILIES:
         who, expected = observed(results[family.name]), predict(locations, family.path())
@@ -251,11 +282,12 @@ def test_open_families(lab, probe, locations, plan: Plan, check: CheckRecorder) 
 @pytest.mark.check("routes.generated-requests", claim="generated paths, methods and encodings reach the backend "
                                                       "only where the site's locations proxy them; all else is "
                                                       "denied (property-based, bounded, seed recorded)")
-def test_generated_requests(lab, probe, locations, plan: Plan, check: CheckRecorder) -> None:
+def test_generated_requests(site, remote, probe, locations, plan: Plan, check: CheckRecorder) -> None:
     from hypothesis import HealthCheck, given, seed, settings
     from hypothesis import strategies as st
 
     check.ref(_site_step(plan))
+    _vantage(check, remote)
     run_seed = int(os.environ.get("STDB_HYPOTHESIS_SEED") or int(time.time() * 1000) % (2**31))
     check.note("hypothesis", f"seed {run_seed} (replay: STDB_HYPOTHESIS_SEED={run_seed}), at most "
                              f"{HYPOTHESIS_EXAMPLES} examples and {HYPOTHESIS_SECONDS:.0f} s")
@@ -297,7 +329,7 @@ def test_generated_requests(lab, probe, locations, plan: Plan, check: CheckRecor
         if time.monotonic() - started > HYPOTHESIS_SECONDS:
             return
         path = mutate(family.path(db=db), kind, extra, n)
-        result = _request(lab, probe, method, path)
+        result = _request(site, probe, method, path)
         who, expected = observed(result), predict(locations, path)
         history.append({"method": method, "path": path[:160], "status": result.get("status"), "observed": who,
                         "expected": expected})

@@ -1,12 +1,15 @@
 """Suite `tls`: the certificate certbot obtained (against the lab's ACME CA) and nginx's TLS, checked from the
-remote client: chain and name, protocol versions, Mozilla's intermediate profile (sslyze, from the host on
-the lab network), HTTP -> HTTPS redirect, wss end to end, and renewal (timer + `certbot renew --dry-run`)."""
+remote vantage: chain and name, protocol versions, Mozilla's intermediate profile (sslyze, from the kit's
+machine), HTTP -> HTTPS redirect, wss end to end, and renewal (timer + `certbot renew --dry-run`).
+
+The vantage (`remote`) reaches the site as the run state says (`site`: domain, pinned address, trust
+bundle); connection arguments come from harness.vantage, and each check records its vantage."""
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,11 +21,10 @@ import pytest
 from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
 from harness.targets.base import Target
+from harness.vantage import Site, Vantage, agent_command, agent_flags, curl_args, fallback_trust, openssl_connect_args
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 RENEW_CHANGES = "runs certbot renew --dry-run"
-
-ROOT_ON_CLIENT = "/usr/local/share/ca-certificates/stdb-conformance-acme-root.crt"
 
 
 def _certbot_step(plan: Plan) -> Step | None:
@@ -31,39 +33,47 @@ def _certbot_step(plan: Plan) -> Step | None:
 
 
 @pytest.fixture(scope="session")
-def acme_root(lab: Any) -> str:
-    return lab.trust_acme_root_on("client")
+def acme_root(run_state: dict[str, Any]) -> str:
+    """A run state without `site` (older run flow): Pebble's root goes into the lab client's system store, as
+    before, and its PEM is sslyze's trust. With `site`, its ca_file is the trust everywhere ("" here)."""
+    return fallback_trust(run_state)
 
 
-def _s_client(lab: Any, extra: str) -> str:
-    return (f"openssl s_client -connect {lab.domain}:443 -servername {lab.domain} {extra} </dev/null 2>&1 "
-            f"| head -c 6000")
+def _vantage(check: CheckRecorder, remote: Vantage) -> None:
+    check.note("vantage", remote.describe())
+
+
+def _s_client(site: Site, remote: Vantage, extra: str) -> str:
+    return f"openssl s_client {openssl_connect_args(site, remote)} {extra} </dev/null 2>&1 | head -c 6000"
 
 
 @pytest.mark.check("tls.certificate-valid-for-domain", claim="the certificate chains to the ACME CA's root, names "
                                                             "the domain (SAN) and is within its validity period")
-def test_certificate(lab, acme_root, plan: Plan, check: CheckRecorder) -> None:
+def test_certificate(site, remote, acme_root, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_certbot_step(plan))
-    res = check.run(lab.client, _s_client(lab, f"-CAfile {ROOT_ON_CLIENT} -verify_return_error "
-                                               f"-verify_hostname {lab.domain}"),
+    _vantage(check, remote)
+    # the trust: site.ca_file (lab: the lab CA and Pebble's issuing root) through -CAfile, or, for an older run
+    # state, the vantage's system store, to which `acme_root` added Pebble's root
+    res = check.run(remote, _s_client(site, remote, f"-verify_return_error -verify_hostname {site.domain}"),
                     label="TLS handshake verifying chain and host name")
     errors = re.findall(r"verify error:.*", res.stdout) or ["no successful handshake"]
     assert "Verify return code: 0 (ok)" in res.stdout, f"verification failed: {errors[0]}"
-    res = check.run(lab.client, f"openssl s_client -connect {lab.domain}:443 -servername {lab.domain} </dev/null "
-                                f"2>/dev/null | openssl x509 -noout -subject -issuer -dates -ext subjectAltName "
-                                f"-checkend 0", label="certificate names and dates")
-    assert f"DNS:{lab.domain}" in res.stdout, f"{lab.domain} is not in the certificate's SAN"
+    res = check.run(remote, f"openssl s_client {openssl_connect_args(site, remote)} </dev/null 2>/dev/null "
+                            f"| openssl x509 -noout -subject -issuer -dates -ext subjectAltName -checkend 0",
+                    label="certificate names and dates")
+    assert f"DNS:{site.domain}" in res.stdout, f"{site.domain} is not in the certificate's SAN"
     assert "Certificate will not expire" in res.stdout, "the certificate has expired"
 
 
 @pytest.mark.check("tls.protocols-1.2-1.3-only", claim="TLS 1.2 and 1.3 are accepted; TLS 1.0 and 1.1 are refused "
                                                       "(by the handshake and in nginx's configuration)")
-def test_protocols(lab, target, plan: Plan, check: CheckRecorder) -> None:
+def test_protocols(site, remote, target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_certbot_step(plan))
+    _vantage(check, remote)
     accepted = {}
     for flag in ("tls1", "tls1_1", "tls1_2", "tls1_3"):
         # SECLEVEL=0 lets the client offer old protocols, so a refusal is the server's
-        res = check.run(lab.client, _s_client(lab, f"-{flag} -cipher DEFAULT@SECLEVEL=0"),
+        res = check.run(remote, _s_client(site, remote, f"-{flag} -cipher DEFAULT@SECLEVEL=0"),
                         label=f"handshake offering only {flag}")
         accepted[flag] = re.search(r"New, TLSv1(\.[0-3])?, Cipher is (?!\(NONE\))", res.stdout) is not None
     check.note("handshakes accepted", json.dumps(accepted))
@@ -99,24 +109,36 @@ def _effective_ssl_protocols(target: Target, plan: Plan, check: CheckRecorder) -
     return effective
 
 
+def _sslyze_argv(site: Site, root: Path | None) -> list[str]:
+    """sslyze against the site: TCP to its address (or DNS), the domain as SNI, the site's trust bundle."""
+    argv = [sys.executable, "-m", "sslyze", "--mozilla_config=intermediate"]
+    if root is not None:
+        argv.append(f"--certinfo_ca_file={root}")
+    return [*argv, f"{site.domain}:443{{{site.address}}}" if site.address else f"{site.domain}:443"]
+
+
 @pytest.mark.check("tls.mozilla-intermediate", claim="nginx's TLS configuration meets Mozilla's intermediate "
                                                     "profile (sslyze)")
-def test_mozilla_intermediate(lab, acme_root, plan: Plan, check: CheckRecorder) -> None:
+def test_mozilla_intermediate(site, remote, acme_root, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_certbot_step(plan))
     try:
         import sslyze  # noqa: F401
     except ImportError:
         check.not_applicable("sslyze is not installed on this machine (pip install sslyze)")
+    here = f"this machine ({socket.gethostname()})"
+    check.note("vantage", here if remote.is_kit_machine else
+               f"{here}: sslyze runs in the kit's process, not from the vantage ({remote.describe()})")
     with tempfile.TemporaryDirectory(prefix="stdbc-sslyze-") as tmp:
-        root = Path(tmp) / "root.pem"
-        root.write_text(acme_root)
-        ip = lab.target.address()
-        argv = [sys.executable, "-m", "sslyze", "--mozilla_config=intermediate", f"--certinfo_ca_file={root}",
-                f"{lab.domain}:443{{{ip}}}"]
+        if site.declared:
+            root = Path(site.ca_file) if site.ca_file else None
+        else:  # an older run state: Pebble's root as fetched by the trust step
+            root = Path(tmp) / "root.pem"
+            root.write_text(acme_root)
+        argv = _sslyze_argv(site, root)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     out = proc.stdout
     section = out[out.find("COMPLIANCE AGAINST"):] if "COMPLIANCE AGAINST" in out else out[-3000:]
-    check.note("sslyze --mozilla_config=intermediate (from the host, on the lab network)", section[-4000:],
+    check.note("sslyze --mozilla_config=intermediate (from the kit's machine)", section[-4000:],
                command=" ".join(argv[1:]), status=proc.returncode)
     problems = [line.strip() for line in section.splitlines() if line.strip().startswith("*")]
     # the lab CA's own choices (e.g. certificate lifetime) are not the runbook's: reported, not judged
@@ -130,22 +152,23 @@ def test_mozilla_intermediate(lab, acme_root, plan: Plan, check: CheckRecorder) 
 
 
 @pytest.mark.check("tls.http-redirects-to-https", claim="plain HTTP is redirected to HTTPS")
-def test_redirect(lab, plan: Plan, check: CheckRecorder) -> None:
+def test_redirect(site, remote, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_certbot_step(plan))
-    res = check.run(lab.client, f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --max-time 10 "
-                                f"http://{lab.domain}/v1/identity", label="GET http://DOMAIN/v1/identity")
+    _vantage(check, remote)
+    res = check.run(remote, f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --max-time 10 "
+                            f"{curl_args(site, remote)} http://{site.domain}/v1/identity",
+                    label="GET http://DOMAIN/v1/identity")
     code, _, location = res.stdout.partition(" ")
     assert code in ("301", "302", "307", "308"), f"HTTP answered {code}, not a redirect"
-    assert location.startswith(f"https://{lab.domain}/"), f"redirects to {location!r}"
+    assert location.startswith(f"https://{site.domain}/"), f"redirects to {location!r}"
 
 
-@pytest.mark.check("tls.wss-subscribe", claim="wss:// subscribe works end to end through nginx's TLS")
-def test_wss(lab, target, run_state, acme_root, plan: Plan, check: CheckRecorder) -> None:
+def _probe_database(target: Any, run_state: dict[str, Any], check: CheckRecorder) -> Any:
+    """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
     from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
 
-    check.ref(_certbot_step(plan))
     try:
-        database = ensure_probe_database(target, run_state, check)
+        return ensure_probe_database(target, run_state, check)
     except ProbeUnavailable as exc:
         check.not_applicable(str(exc))
     except AssertionError as exc:  # the kit's probe could not be set up: not a verdict on the route
@@ -153,11 +176,28 @@ def test_wss(lab, target, run_state, acme_root, plan: Plan, check: CheckRecorder
             raise
         check.not_applicable(f"no probe database to subscribe to: {exc} (the route is not judged; see the "
                              f"service checks for the state of the install)")
-    res = check.run(lab.client, f"python3 /lab/agents/ws_subscribe.py "
-                                f"wss://{lab.domain}/v1/database/{database.name}/subscribe "
-                                f"{shlex.quote('SELECT * FROM ' + database.table)} --until {database.marker} "
-                                f"--timeout 20", label="wss subscribe; the marker row arrives in the initial state")
-    assert res.exit_status == 0, f"the wss subscription did not deliver the marker row (exit {res.exit_status})"
+
+
+@pytest.mark.check("tls.wss-subscribe", claim="wss:// subscribe works end to end through nginx's TLS")
+def test_wss(site, remote, target, run_state, acme_root, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_certbot_step(plan))
+    _vantage(check, remote)
+    database = _probe_database(target, run_state, check)
+    url = f"wss://{site.domain}/v1/database/{database.name}/subscribe"
+    if database.marker:
+        res = check.run(remote, agent_command(remote, "ws_subscribe.py", [
+            url, f"SELECT * FROM {database.table}", "--until", database.marker, "--timeout", "20",
+            *agent_flags(site, remote)]), label="wss subscribe; the marker row arrives in the initial state")
+        assert res.exit_status == 0, f"the wss subscription did not deliver the marker row (exit {res.exit_status})"
+        return
+    # a database the operator named: the kit inserted no row, so the proof is the established subscription
+    # and its initial update (subscribed to no query: the kit knows none of that database's tables)
+    res = check.run(remote, agent_command(remote, "ws_subscribe.py", [
+        url, "", "--until", "InitialSubscription", "--timeout", "20", *agent_flags(site, remote)]),
+        label=f"wss subscribe to the named database {database.name}; the initial update arrives")
+    kinds = [json.loads(line).get("kind") for line in res.stdout.splitlines() if line.startswith("{")]
+    assert res.exit_status == 0 and "InitialSubscription" in kinds, (
+        f"the wss subscription did not deliver its initial update (exit {res.exit_status}; messages {kinds})")
 
 
 @pytest.mark.check("tls.certbot-timer", claim="certbot.timer is enabled and active (automatic renewal)")

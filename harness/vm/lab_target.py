@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
-from harness.targets.vm_target import VmTarget
 from harness.vm import diskedit
 from harness.vm.image import VmImage, ensure_vm_image
 from harness.vm.machine import VirtualMachine, create_disk
 from harness.vm.net import LabNic
 from harness.vm.resources import VmRecord, process_alive, release
+from harness.vm.target import VmTarget
 
 Progress = Callable[[str], None]
 DATA_DISK_SIZE = "2G"

@@ -46,6 +46,7 @@ class VmRecord:
     host_boot_id: str = field(default_factory=host_boot_id)
     taps: list[str] = field(default_factory=list)
     qemu_pids: list[int] = field(default_factory=list)
+    kept: bool = False  # `lab up`: the VM outlives its owner process until `lab down` (or a host reboot)
 
     def save(self) -> None:
         path = Path(self.workdir) / MARKER
@@ -62,7 +63,9 @@ class VmRecord:
             return None
 
     def owner_alive(self) -> bool:
-        return self.host_boot_id == host_boot_id() and process_alive(self.kit_pid, self.kit_start)
+        if self.host_boot_id != host_boot_id():
+            return False
+        return self.kept or process_alive(self.kit_pid, self.kit_start)
 
 
 def kill_qemu(pid: int, workdir: str, *, timeout: float = 15.0) -> bool:

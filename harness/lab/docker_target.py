@@ -92,9 +92,10 @@ class DockerTarget:
         return state["value"]
 
     def testinfra_host(self) -> Any:
-        import testinfra
+        """testinfra over this target's own `run` (docker exec as root): harness/targets/testinfra_bridge.py."""
+        from harness.targets.testinfra_bridge import host_for  # lazy: only suites need testinfra
 
-        return testinfra.get_host(f"docker://root@{self.name}")
+        return host_for(self)
 
     def to_state(self) -> dict[str, str]:
         return {"backend": "docker", "container": self.name, "hostname": self.hostname, "ip": self.ip}

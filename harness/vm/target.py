@@ -16,7 +16,7 @@ from typing import Any
 from harness.errors import LabError
 from harness.targets.base import CommandResult
 from harness.vm.machine import GUEST_USER, VirtualMachine
-from harness.vm.ssh import SSH_OPTIONS, ssh_run
+from harness.vm.ssh import ssh_run
 
 
 def remote_command(command: str, *, user: str, env: dict[str, str] | None = None) -> str:
@@ -83,12 +83,10 @@ class VmTarget:
             raise LabError(f"{self.name}: after reboot systemd is {result.stdout.strip() or 'unknown'}")
 
     def testinfra_host(self) -> Any:
-        import testinfra  # lazy: only suites need it
+        """testinfra over this target's own `run` (ssh as ubuntu, root via sudo): see testinfra_bridge.py."""
+        from harness.targets.testinfra_bridge import host_for  # lazy: only suites need testinfra
 
-        endpoint = self.vm.endpoint
-        return testinfra.get_host(f"ssh://{endpoint.user}@{endpoint.host}:{endpoint.port}",
-                                  ssh_identity_file=str(endpoint.key), sudo=True, controlpersist=0,
-                                  ssh_extra_args=" ".join(SSH_OPTIONS))
+        return host_for(self)
 
     # ---- volume operations (vm backend) ----------------------------------------------------------
     def attach_data_disk(self, path: Path) -> str:
