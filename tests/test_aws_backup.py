@@ -19,12 +19,21 @@ REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("moto")
 
 
-@pytest.fixture
-def account(runbook_path: Path) -> Iterator[dict]:
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server for the module (starting one is seconds); each test gets a fresh account (reset)."""
     with MotoServer() as moto:
-        provider = ConsoleProvider(moto.url, "us-east-1", simulated=True, allow_mutation=False)
-        record = provider.perform(build_plan(runbook_path, "default"))
-        yield record.to_state()
+        yield moto
+
+
+@pytest.fixture
+def account(moto_server: MotoServer, runbook_path: Path) -> dict:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server.url}/moto-api/reset", method="POST"),
+                           timeout=30).close()  # loopback only: the lab's own moto server
+    provider = ConsoleProvider(moto_server.url, "us-east-1", simulated=True, allow_mutation=False)
+    return provider.perform(build_plan(runbook_path, "default")).to_state()
 
 
 def _suite(state: dict, runbook: Path, tmp_path: Path) -> dict[str, str]:

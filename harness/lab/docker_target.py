@@ -45,6 +45,10 @@ class DockerTarget:
                              stderr=err.decode(errors="replace"), duration=time.monotonic() - started,
                              user=user, host=self.hostname, timed_out=timed_out)
 
+    def popen_argv(self, argv: list[str], *, user: str = "root") -> list[str]:
+        """The argv that starts `argv` in this container as `user`, for a long-lived process the caller reads."""
+        return ["docker", "exec", "-u", user, self.name, *argv]
+
     def read_file(self, path: str) -> bytes:
         proc = subprocess.run(["docker", "exec", self.name, "cat", "--", path], capture_output=True, timeout=60)
         if proc.returncode != 0:

@@ -58,6 +58,7 @@ DATA_DEVICE = "/dev/nvme1n1"
 CA_TIMEOUT = 300.0  # update-ca-certificates rehashes every root: minutes in a TCG guest on a loaded host
 DOWN_WAIT = 120.0  # seconds down() waits for an interrupted up()'s workers (their hosts are gone by then)
 READY_TIMEOUT = 60.0  # seconds the lab's services (mirror, Pebble, the target's sshd) get to listen after start
+INTERRUPTED_SETTLE = 3.0  # seconds down() waits before its last look when the bring-up was cut short
 SWEEP_ROUNDS = 8  # down(): rounds of remove-and-look-again (a `docker run` cut short can land a moment later)
 HOST_OCTETS = {"target": 10, "client": 20, "mirror": 30, "acme": 40, "operator": 50, "recovery": 60}
 OPERATOR_PROJECT = "/home/ubuntu/spacetime-module"
@@ -464,16 +465,20 @@ class LabServices:
         for (bounded), and removal by label is repeated until a round finds nothing (a `docker run` whose
         client was cut short by the signal can still be completed by the engine a moment later)."""
         self._closing.set()
+        # a bring-up cut short (a worker still running or failed): a `docker run` whose client died with the
+        # signal may still be completed by the engine, so the last empty round is confirmed after a longer wait
+        cut_short = any(not f.done() or (not f.cancelled() and f.exception() is not None) for f in self._inflight)
         self._remove_containers(list(self.s.containers.values()))
         if self._inflight:
             from concurrent.futures import wait
 
             wait(self._inflight, timeout=DOWN_WAIT)
+        settle = INTERRUPTED_SETTLE if cut_short else 0.5
         for _round in range(SWEEP_ROUNDS):
             leftover = self._remove_containers([])
             gone = self._remove_networks()
             if not leftover and gone:
-                time.sleep(0.5)
+                time.sleep(settle)
                 if not self._labelled_containers() and not self._labelled_networks():
                     break
             time.sleep(1)

@@ -149,8 +149,8 @@ def test_subscribe_sees_row(plan: Plan, lab: Any, target, operator, operator_ste
         assert res.ok, f"could not publish the module even on the server's loopback (exit {res.exit_status})"
     marker = f"stdbc-e2e-{run_state['run_id']}-{int(time.time())}"
     url = f"wss://{lab.domain}/v1/database/{database}/subscribe"
-    argv = ["docker", "exec", "-u", "ubuntu", operator.name, "python3", "/lab/agents/ws_subscribe.py", url,
-            "SELECT * FROM message", "--until", marker, "--timeout", str(SUBSCRIBE_TIMEOUT)]
+    argv = operator.popen_argv(["python3", "/lab/agents/ws_subscribe.py", url, "SELECT * FROM message", "--until",
+                                marker, "--timeout", str(SUBSCRIBE_TIMEOUT)], user="ubuntu")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
