@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
 
 from harness.model import Plan, Step, StepKind
 from harness.results import Evidence
+from harness.targets.base import Target
 
 # suite -> words of a troubleshooting heading that make it fit that suite's failures
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -67,7 +67,7 @@ def is_read_only(command: str) -> bool:
     return True
 
 
-def gather(plan: Plan, suite: str, target: Any, *, user: str = "ubuntu") -> list[Evidence]:
+def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> list[Evidence]:
     """Evidence from the fitting troubleshooting steps (run when read-only, else shown as suggestions)."""
     evidence = []
     for step in fitting_steps(plan, suite):

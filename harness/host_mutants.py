@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.targets.base import Target
 
 ADAPTATION_ID = "selftest.host-mutant"
 SUMMARY_PREFIX = "selftest mutant (host state): "
@@ -34,7 +35,7 @@ def load_host_mutants(path: Path) -> list[str]:
     return commands
 
 
-def apply_host_mutants(path: Path, target: Any, report: Any, progress: Callable[[str], None]) -> None:
+def apply_host_mutants(path: Path, target: Target, report: Any, progress: Callable[[str], None]) -> None:
     """Run every command on `target` as root; each becomes an adaptation of `report` with its exit status."""
     for command in load_host_mutants(path):
         res = target.run(command, user="root", timeout=TIMEOUT)

@@ -75,7 +75,7 @@ class CheckRecorder:
                                       host=f"{result.user}@{result.host}" if result.host else result.user))
         return result
 
-    def run(self, target: Any, command: str, *, user: str = "root", label: str = "",
+    def run(self, target: Target, command: str, *, user: str = "root", label: str = "",
             timeout: float = 60.0) -> CommandResult:
         return self.record(target.run(command, user=user, timeout=timeout), label)
 

@@ -29,6 +29,7 @@ from harness.model import Plan
 from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
 from harness.results import CheckResult
+from harness.targets.base import Target
 from harness.testbed import Testbed
 from reports.contract import RunReport, write_reports
 
@@ -182,6 +183,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                 report.environment["reachable_from_remote"] = _reachable_ports(testbed)
                 report.spacetimedb.update(_spacetimedb_facts(target, options, builds))
                 site, vantage = _site_and_vantage(testbed, options)
+                if not builds and vantage.get("kind") == "local":
+                    _url_answers(site)
             if options.converge_only:
                 _keep(testbed, site, vantage, options)
                 return _finish_converge(report, progress)
@@ -278,6 +281,26 @@ def _site_and_vantage(testbed: Testbed, options: RunOptions) -> tuple[dict[str, 
                       "identity_file": str(options.identity_file or ""),
                       "known_hosts": str(options.known_hosts or "")}
     return site, {"kind": "local"}
+
+
+def _url_answers(site: dict[str, str]) -> None:
+    """An existing host's URL must resolve and accept a TCP connection on 443 from this machine (one try, 10 s
+    bound), else the run stops with one line: every remote check would fail for the same reason."""
+    import socket
+
+    domain, address = site["domain"], site.get("address") or ""
+    try:
+        if not address:
+            address = str(socket.getaddrinfo(domain, 443, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError as exc:
+        raise LabError(f"the URL {site['url']} does not resolve from this machine ({exc})",
+                       hint="check --url, or pin it with --resolve NAME=ADDRESS") from None
+    try:
+        socket.create_connection((address, 443), timeout=10).close()
+    except OSError as exc:
+        raise LabError(f"the URL {site['url']} does not answer on {address}:443 from this machine ({exc})",
+                       hint="is nginx up, is 443 open to this machine? (--vantage ssh://... to look from another)") \
+            from None
 
 
 def _digest(testbed: Testbed, timer: PhaseTimer, phase: str) -> dict[str, Any]:
@@ -450,7 +473,7 @@ def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> Non
             report.substitutions.append({"step": record.step.index, **sub.to_dict()})
 
 
-def _environment_facts(target: Any) -> dict[str, Any]:
+def _environment_facts(target: Target) -> dict[str, Any]:
     probes = {
         "os": ". /etc/os-release && echo \"$PRETTY_NAME\"",
         "kernel": "uname -r",
@@ -503,7 +526,7 @@ def _reachable_ports(testbed: Testbed) -> dict[int, bool]:
     return found
 
 
-def _spacetimedb_facts(target: Any, options: RunOptions, builds: bool) -> dict[str, Any]:
+def _spacetimedb_facts(target: Target, options: RunOptions, builds: bool) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     if builds:
         facts = {"install_url": "https://install.spacetimedb.com",
@@ -523,7 +546,7 @@ def _spacetimedb_facts(target: Any, options: RunOptions, builds: bool) -> dict[s
 
 
 def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: PhaseTimer,
-                progress: Progress, lab: Any = None) -> list[CheckResult]:
+                progress: Progress, lab: Testbed | None = None) -> list[CheckResult]:
     from harness.scenarios import generate
 
     results: list[CheckResult] = []

@@ -17,8 +17,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.targets.base import Target
+
+if TYPE_CHECKING:
+    from harness.testbed import Testbed
 from harness.errors import LabError
 
 GENERATORS = {"mounts": "harness.scenarios.reboot", "backup_restore": "harness.scenarios.restore_drill"}
@@ -31,14 +35,14 @@ DATA_DEVICE_SH = ('d=/dev/nvme1n1; for s in /sys/block/nvme*n1; do [ -r "$s/devi
                   '[ "$(tr -d \' \' < "$s/device/serial")" = stdbc-data ] && d="/dev/${s##*/}"; done; echo "$d"')
 
 
-def data_device(target: Any) -> str:
+def data_device(target: Target) -> str:
     """Resolve DATA_DEVICE_SH on `target` (falls back to /dev/nvme1n1)."""
     res = target.run(DATA_DEVICE_SH, timeout=30)
     found = res.stdout.strip().splitlines()
     return found[-1] if res.ok and found and found[-1].startswith("/dev/") else "/dev/nvme1n1"
 
 
-def generate(suite: str, *, lab: Any, state_path: Path, timer: Any, progress: Progress) -> Path | None:
+def generate(suite: str, *, lab: Testbed, state_path: Path, timer: Any, progress: Progress) -> Path | None:
     """Run `suite`'s generator (if it has one), save its history next to the state and point the state at it."""
     module_name = GENERATORS.get(suite)
     if module_name is None:
@@ -78,7 +82,7 @@ def load_history(state: dict[str, Any], suite: str) -> dict[str, Any] | None:
     return json.loads(Path(path).read_text())
 
 
-def observe(target: Any, probes: dict[str, str], *, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+def observe(target: Target, probes: dict[str, str], *, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
     """Run every probe in one round trip; {name: {"command", "status", "output"}} (output = stdout+stderr)."""
     marker = "--stdbc-probe--"
     script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; echo \"{marker}exit=$?\""

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from testinfra.host import Host
 
+from harness.targets.base import Target
 from harness.targets.testinfra_bridge import bridge_of, host_for
 
 
 @pytest.fixture(scope="session")
-def kit_host(target: Any) -> Any:
+def kit_host(target: Target) -> Any:
     """One testinfra Host per suite session: one kit connection, and testinfra's caches (system info, the
     implementation picked for each module) kept across the checks."""
     make = getattr(target, "testinfra_host", None)
@@ -26,7 +28,7 @@ def kit_host(target: Any) -> Any:
 
 
 @pytest.fixture
-def host(kit_host: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def host(kit_host: Host, request: pytest.FixtureRequest) -> Iterator[Any]:
     """The session's Host with the current check's recorder attached while the test runs: every testinfra
     query of the test is evidence of its check. A test without a check marker records nothing."""
     recorder = request.getfixturevalue("check") if request.node.get_closest_marker("check") else None

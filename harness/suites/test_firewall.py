@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any
 
 import pytest
 
 from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
+from harness.targets.base import Target
 from harness.vantage import Site, Vantage
 
 PORTS = (22, 80, 443, 3000)
@@ -61,7 +61,7 @@ def _remote_ports(remote: Vantage, site: Site, check: CheckRecorder) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def ufw_status(target: Any) -> str:
+def ufw_status(target: Target) -> str:
     return target.run("ufw status verbose 2>&1", timeout=30).stdout
 
 

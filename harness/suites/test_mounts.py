@@ -20,6 +20,7 @@ import shlex
 from typing import Any
 
 import pytest
+from testinfra.host import Host
 
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
@@ -55,7 +56,7 @@ def _documented_mount_point(plan: Plan) -> str:
     return fields[1] if len(fields) > 1 else MOUNT_POINT
 
 
-def _fstab(host: Any) -> str:
+def _fstab(host: Host) -> str:
     """/etc/fstab as the host has it; empty when it cannot be read (no entries, as a failed `cat` gave)."""
     try:
         return str(host.file("/etc/fstab").content_string)
@@ -63,7 +64,7 @@ def _fstab(host: Any) -> str:
         return ""
 
 
-def _mount_root(host: Any, path: str) -> str | None:
+def _mount_root(host: Host, path: str) -> str | None:
     """The directory of its file system mounted at `path` (mountinfo's 4th field: "/" for a whole volume, a
     subdirectory for a bind mount of one), for the first mount there, as /proc/mounts lists it first."""
     try:
@@ -74,7 +75,7 @@ def _mount_root(host: Any, path: str) -> str | None:
     return roots[0] if roots else None
 
 
-def _owner(host: Any, target: Target, check: CheckRecorder, path: str) -> str | None:
+def _owner(host: Host, target: Target, check: CheckRecorder, path: str) -> str | None:
     """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
     (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
     node = host.file(path)
@@ -112,14 +113,14 @@ def _plan_mounts_a_volume(plan: Plan, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def device(target: Any) -> str:
+def device(target: Target) -> str:
     """The data volume's device now: the runbook's /dev/nvme1n1, or on the vm backend the NVMe disk with the
     lab's data serial (NVMe names follow the probe order and may swap across boots, as on EC2)."""
     return data_device(target)
 
 
 @pytest.fixture(scope="module")
-def volume_uuid(target: Any, device: str) -> str:
+def volume_uuid(target: Target, device: str) -> str:
     res = target.run(f"blkid -s UUID -o value {device}", timeout=30)
     return res.stdout.strip()
 
@@ -165,7 +166,7 @@ def _note_probes(check: CheckRecorder, event: dict[str, Any], *names: str) -> No
 @pytest.mark.check("mounts.fstab-entry-by-uuid",
                    claim="the fstab entry for /stdb names the data volume by its UUID (\"Persist the mount across "
                          "reboots using UUID\")")
-def test_fstab_by_uuid(host: Any, plan: Plan, volume_uuid: str, device: str, check: CheckRecorder) -> None:
+def test_fstab_by_uuid(host: Host, plan: Plan, volume_uuid: str, device: str, check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
     fstab = _fstab(host)
     check.note("UUID of the data volume", volume_uuid, command=f"blkid -s UUID -o value {device}")
@@ -179,7 +180,7 @@ def test_fstab_by_uuid(host: Any, plan: Plan, volume_uuid: str, device: str, che
 
 @pytest.mark.check("mounts.fstab-entry-as-documented",
                    claim="the fstab line the runbook adds is on the host with its type, options, dump and pass")
-def test_fstab_as_documented(host: Any, plan: Plan, volume_uuid: str, check: CheckRecorder) -> None:
+def test_fstab_as_documented(host: Host, plan: Plan, volume_uuid: str, check: CheckRecorder) -> None:
     step = _fstab_step(plan)
     check.ref(step)
     documented = _documented_fields(plan)
@@ -195,7 +196,7 @@ def test_fstab_as_documented(host: Any, plan: Plan, volume_uuid: str, check: Che
 
 @pytest.mark.check("mounts.fstab-nofail",
                    claim="the /stdb entry carries `nofail`, so a boot without the volume still reaches multi-user")
-def test_fstab_nofail(host: Any, plan: Plan, check: CheckRecorder) -> None:
+def test_fstab_nofail(host: Host, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))
     fstab = _fstab(host)
     entries = [e for e in _fstab_entries(fstab) if len(e) > 3 and e[1] == MOUNT_POINT]
@@ -207,7 +208,7 @@ def test_fstab_nofail(host: Any, plan: Plan, check: CheckRecorder) -> None:
 
 @pytest.mark.check("mounts.stdb-is-data-volume",
                    claim="/stdb is the data volume (ext4, the volume's UUID), mounted now")
-def test_stdb_is_data_volume(target: Any, host: Any, plan: Plan, volume_uuid: str, device: str,
+def test_stdb_is_data_volume(target: Target, host: Host, plan: Plan, volume_uuid: str, device: str,
                              check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"mount -a") or _fstab_step(plan))
     mount = host.mount_point(MOUNT_POINT)  # the first /proc/mounts entry at /stdb (as findmnt lists first)
@@ -225,7 +226,7 @@ def test_stdb_is_data_volume(target: Any, host: Any, plan: Plan, volume_uuid: st
 @pytest.mark.check("mounts.owned-by-service-user",
                    claim="after `chown -R spacetimedb:spacetimedb /stdb` the volume's root and files belong to "
                          "the service user")
-def test_owned_by_service_user(target: Any, host: Any, plan: Plan, check: CheckRecorder) -> None:
+def test_owned_by_service_user(target: Target, host: Host, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"chown -R") or _fstab_step(plan))
     owner = _owner(host, target, check, MOUNT_POINT)
     others = check.run(target, f"find {MOUNT_POINT} -xdev \\( ! -user {SERVICE_USER} -o ! -group {SERVICE_USER} \\) "

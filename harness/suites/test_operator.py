@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from harness.lab.docker_target import DockerTarget
+from harness.lab.services import LabServices
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 
@@ -31,14 +33,14 @@ SSHD_WAIT = 60  # seconds the operator machine waits for the target's sshd befor
 
 
 @pytest.fixture(scope="session")
-def operator(lab: Any) -> Any:
+def operator(lab: LabServices) -> Any:
     if "operator" not in lab.s.containers:
         pytest.skip(NOT_APPLICABLE_PREFIX + "this lab has no operator machine")
     return lab.host("operator")
 
 
 @pytest.fixture(scope="session")
-def target_sshd(lab: Any, operator: Any) -> Any:
+def target_sshd(lab: LabServices, operator: DockerTarget) -> Any:
     """Bounded wait (SSHD_WAIT seconds) on the operator machine for the target's sshd, before Step 5's scp and
     ssh: the lab waited for it at bring-up, this shows it still answers. In the scp/ssh checks' evidence."""
     ip = lab.s.ips["target"]
@@ -50,7 +52,7 @@ def target_sshd(lab: Any, operator: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def operator_steps(plan: Plan, lab: Any, operator: Any, target_sshd: Any) -> list[tuple[Step, Any]]:
+def operator_steps(plan: Plan, lab: LabServices, operator: DockerTarget, target_sshd: Any) -> list[tuple[Step, Any]]:
     """Run every operator-phase shell step once, in order; stop at the first failure like an operator would."""
     done: list[tuple[Step, Any]] = []
     env = lab.operator_env()
@@ -125,7 +127,7 @@ def _published_name(plan: Plan, steps: list[tuple[Step, Any]]) -> str | None:
 
 @pytest.mark.check("operator.subscribe-sees-row", mutates=STEP5_CHANGES,
                    claim="a client subscribed through the proxy (wss) sees a row a reducer call inserts")
-def test_subscribe_sees_row(plan: Plan, lab: Any, target, operator, operator_steps, run_state,
+def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, operator_steps, run_state,
                             check: CheckRecorder) -> None:
     publish_step, _ = _find(operator_steps, plan, r"^\s*ssh\b.*\bpublish\b")
     check.ref(publish_step)

@@ -33,6 +33,7 @@ from harness.routes_model import (
     parse_locations,
     predict,
 )
+from harness.targets.base import Target
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
@@ -74,7 +75,7 @@ def _vantage(check: CheckRecorder, remote: Vantage) -> None:
     check.note("vantage", remote.describe())
 
 
-def _probe_database(target: Any, run_state: dict[str, Any], check: CheckRecorder) -> Any:
+def _probe_database(target: Target, run_state: dict[str, Any], check: CheckRecorder) -> Any:
     """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
     from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
 

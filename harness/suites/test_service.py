@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+from testinfra.host import Host
 
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
@@ -39,7 +39,7 @@ def _step(plan: Plan, *, path: str | None = None, contains: str | None = None,
     return found[0] if found else None
 
 
-def _printed(host: Any, query: Callable[[], object]) -> tuple[object, str]:
+def _printed(host: Host, query: Callable[[], object]) -> tuple[object, str]:
     """testinfra's answer to `query` and what the host printed for its first command (testinfra's service
     properties answer True/False; the kit's checks judge the state word itself). An exit status testinfra does
     not expect (`systemctl is-enabled` says `not-found` with 4) is a False answer: the word tells why."""
@@ -51,7 +51,7 @@ def _printed(host: Any, query: Callable[[], object]) -> tuple[object, str]:
     return answer, seen[0].stdout.strip() if seen else ""
 
 
-def _owner(host: Any, target: Target, check: CheckRecorder, path: str) -> str | None:
+def _owner(host: Host, target: Target, check: CheckRecorder, path: str) -> str | None:
     """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
     (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
     node = host.file(path)

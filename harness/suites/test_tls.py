@@ -163,7 +163,7 @@ def test_redirect(site, remote, plan: Plan, check: CheckRecorder) -> None:
     assert location.startswith(f"https://{site.domain}/"), f"redirects to {location!r}"
 
 
-def _probe_database(target: Any, run_state: dict[str, Any], check: CheckRecorder) -> Any:
+def _probe_database(target: Target, run_state: dict[str, Any], check: CheckRecorder) -> Any:
     """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
     from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
 

@@ -16,6 +16,7 @@ import pytest
 from harness.apply import OPERATOR_USER
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
+from harness.targets.base import Target
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 STEP6_CHANGES = "runs Step 6: stops and upgrades the server"
@@ -24,7 +25,7 @@ SERVICE = "spacetimedb"
 
 
 @pytest.fixture(scope="session")
-def upgrade_steps(plan: Plan, target: Any) -> list[tuple[Step, Any]]:
+def upgrade_steps(plan: Plan, target: Target) -> list[tuple[Step, Any]]:
     """Run the upgrade-phase shell steps in order, as the applier does (the login user, through sudo).
     Unlike the apply phase every step runs even after a failure: the last step restarts the service."""
     done = []
