@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Tests started where SIGINT is ignored (a background job of a non-interactive shell, nohup) would pass that on
+# to every kit process they start, and the interrupt tests could not interrupt them: restore the default here
+# (in every xdist worker too), so children start with SIGINT's default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_runbook() -> Path:
