@@ -26,6 +26,7 @@ from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
 from harness.scenarios import data_device, load_history
 from harness.targets.base import Target
+from harness.targets.testinfra_bridge import path_owner
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 DETACH_CHANGES = "detaches the data volume and cold-boots the host"
@@ -73,18 +74,6 @@ def _mount_root(host: Host, path: str) -> str | None:
         return None
     roots = [f[3] for f in (line.split() for line in mountinfo.splitlines()) if len(f) > 4 and f[4] == path]
     return roots[0] if roots else None
-
-
-def _owner(host: Host, target: Target, check: CheckRecorder, path: str) -> str | None:
-    """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
-    (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
-    node = host.file(path)
-    if node.is_symlink:
-        res = check.run(target, f"stat -c '%U:%G' {shlex.quote(path)}", label=f"owner of the symlink {path}")
-        return res.stdout.strip() if res.ok else None
-    if not node.exists:
-        return None
-    return f"{node.user}:{node.group}"
 
 
 def _fstab_entries(text: str) -> list[list[str]]:
@@ -228,7 +217,7 @@ def test_stdb_is_data_volume(target: Target, host: Host, plan: Plan, volume_uuid
                          "the service user")
 def test_owned_by_service_user(target: Target, host: Host, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step_with(plan, r"chown -R") or _fstab_step(plan))
-    owner = _owner(host, target, check, MOUNT_POINT)
+    owner = path_owner(host, target, check, MOUNT_POINT)
     others = check.run(target, f"find {MOUNT_POINT} -xdev \\( ! -user {SERVICE_USER} -o ! -group {SERVICE_USER} \\) "
                                "-printf '%u:%g %p\\n' | head -20", label="entries not owned by the service user")
     assert owner is not None, f"cannot stat {MOUNT_POINT}: nothing is there"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.conformance_db import probe_database_or_not_applicable
 from harness.model import Plan, Step, StepKind
 from harness.probe_client import ProbeSession
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
@@ -33,7 +34,6 @@ from harness.routes_model import (
     parse_locations,
     predict,
 )
-from harness.targets.base import Target
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
@@ -73,21 +73,6 @@ def probe(remote: Vantage, site: Site, trusted: str) -> Iterator[ProbeSession]:
 
 def _vantage(check: CheckRecorder, remote: Vantage) -> None:
     check.note("vantage", remote.describe())
-
-
-def _probe_database(target: Target, run_state: dict[str, Any], check: CheckRecorder) -> Any:
-    """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
-    from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
-
-    try:
-        return ensure_probe_database(target, run_state, check)
-    except ProbeUnavailable as exc:
-        check.not_applicable(str(exc))
-    except AssertionError as exc:  # the kit's probe could not be set up: not a verdict on the route
-        if "could not publish the probe database" not in str(exc):
-            raise
-        check.not_applicable(f"no probe database to subscribe to: {exc} (the route is not judged; see the "
-                             f"service checks for the state of the install)")
 
 
 def _request(site: Site, probe: ProbeSession, method: str, path: str, *, scheme: str = "https",
@@ -141,7 +126,7 @@ def _redact_token(result: dict) -> dict:
 def test_subscribe_websocket(site, remote, trusted, target, run_state, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
     _vantage(check, remote)
-    database = _probe_database(target, run_state, check)
+    database = probe_database_or_not_applicable(target, run_state, check)
     # a database the operator named has no table the kit knows: subscribe to nothing (IdentityToken still comes)
     query = f"SELECT * FROM {database.table}" if database.table else ""
     res = check.run(remote, agent_command(remote, "ws_subscribe.py", [

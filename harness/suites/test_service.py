@@ -21,7 +21,7 @@ from testinfra.host import Host
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
 from harness.targets.base import Target
-from harness.targets.testinfra_bridge import bridge_of
+from harness.targets.testinfra_bridge import bridge_of, path_owner
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 KILL_CHANGES = "kills the service with SIGKILL"
@@ -49,18 +49,6 @@ def _printed(host: Host, query: Callable[[], object]) -> tuple[object, str]:
         except (AssertionError, RuntimeError):  # testinfra's run_expect / "Unable to determine state"
             answer = False
     return answer, seen[0].stdout.strip() if seen else ""
-
-
-def _owner(host: Host, target: Target, check: CheckRecorder, path: str) -> str | None:
-    """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
-    (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
-    node = host.file(path)
-    if node.is_symlink:
-        res = check.run(target, f"stat -c '%U:%G' {shlex.quote(path)}", label=f"owner of the symlink {path}")
-        return res.stdout.strip() if res.ok else None
-    if not node.exists:
-        return None
-    return f"{node.user}:{node.group}"
 
 
 def _main_pid(target: Target, check: CheckRecorder) -> int:
@@ -159,7 +147,7 @@ def test_listens_on_loopback_only(target, host, remote, plan: Plan, check: Check
 @pytest.mark.check("service.root-dir-owned-by-service-user", claim="/stdb and its contents belong to spacetimedb")
 def test_root_dir_owned(target, host, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, contains=f"chown -R {SERVICE_USER}:{SERVICE_USER} {ROOT_DIR}"))
-    owner = _owner(host, target, check, ROOT_DIR)
+    owner = path_owner(host, target, check, ROOT_DIR)
     assert owner is not None, f"{ROOT_DIR} does not exist"
     assert owner == f"{SERVICE_USER}:{SERVICE_USER}", f"{ROOT_DIR} is owned by {owner}"
     res = check.run(target, f"find {ROOT_DIR} -xdev ! -user {SERVICE_USER} -printf '%u %p\\n' | head -20",

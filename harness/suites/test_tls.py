@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.conformance_db import probe_database_or_not_applicable
 from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
 from harness.targets.base import Target
@@ -163,26 +164,11 @@ def test_redirect(site, remote, plan: Plan, check: CheckRecorder) -> None:
     assert location.startswith(f"https://{site.domain}/"), f"redirects to {location!r}"
 
 
-def _probe_database(target: Target, run_state: dict[str, Any], check: CheckRecorder) -> Any:
-    """The database to subscribe to; not-applicable (no verdict on the route) when the kit cannot have one."""
-    from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
-
-    try:
-        return ensure_probe_database(target, run_state, check)
-    except ProbeUnavailable as exc:
-        check.not_applicable(str(exc))
-    except AssertionError as exc:  # the kit's probe could not be set up: not a verdict on the route
-        if "could not publish the probe database" not in str(exc):
-            raise
-        check.not_applicable(f"no probe database to subscribe to: {exc} (the route is not judged; see the "
-                             f"service checks for the state of the install)")
-
-
 @pytest.mark.check("tls.wss-subscribe", claim="wss:// subscribe works end to end through nginx's TLS")
 def test_wss(site, remote, target, run_state, acme_root, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_certbot_step(plan))
     _vantage(check, remote)
-    database = _probe_database(target, run_state, check)
+    database = probe_database_or_not_applicable(target, run_state, check)
     url = f"wss://{site.domain}/v1/database/{database.name}/subscribe"
     if database.marker:
         res = check.run(remote, agent_command(remote, "ws_subscribe.py", [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import testinfra.backend.base
 import testinfra.host
 import testinfra.modules
 
-from harness.targets.base import CommandResult
+from harness.targets.base import CommandResult, Target
 
 DEFAULT_TIMEOUT = 60.0  # seconds per query (as `check.run`): testinfra passes none
 # Target.run decodes the host's output as UTF-8: testinfra re-encodes with the same codec (no locale probe)
@@ -222,3 +223,15 @@ def _argument(obj: object) -> str:
         host = attrs.get("host")
         return repr(f"{attrs['protocol']}://{host + ':' if host else ''}{attrs.get('port')}")
     return ""
+
+
+def path_owner(host: Any, target: Target, check: Any, path: str) -> str | None:
+    """`user:group` of `path` itself, None when nothing is there. testinfra's file.user/group follow a symlink
+    (`stat -L`); the promise is about the path itself (as plain `stat` reads it), so a symlink is read raw."""
+    node = host.file(path)
+    if node.is_symlink:
+        res = check.run(target, f"stat -c '%U:%G' {shlex.quote(path)}", label=f"owner of the symlink {path}")
+        return res.stdout.strip() if res.ok else None
+    if not node.exists:
+        return None
+    return f"{node.user}:{node.group}"
