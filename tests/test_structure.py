@@ -107,3 +107,4 @@ def test_the_name_scan_sees_a_comparison() -> None:
     assert _name_comparisons(ast.parse('if lab.backend == "vm":\n    pass\n')) == [1]
     assert _name_comparisons(ast.parse('ok = kind in ("docker", "vm")\n')) == [1]
     assert _name_comparisons(ast.parse('ok = lab.has(Capability.REBOOT)\n')) == []
+

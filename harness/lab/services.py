@@ -408,10 +408,13 @@ class LabServices:
 
 
     def lab_names(self) -> dict[str, str]:
+        """The lab's names and addresses, as a host that is not a container (a VM's /etc/hosts) needs them. From
+        the options and the fixed addresses, not from the containers started so far: a VM target boots while
+        the service containers start, side by side."""
         hosts = {self.domain: self.s.ips["target"], TARGET_HOSTNAME: self.s.ips["target"]}
-        if "mirror" in self.s.containers:
+        if self.options.mirror_dir is not None:
             hosts[MIRROR_HOST] = self.s.ips["mirror"]
-        if "acme" in self.s.containers:
+        if self.options.acme:
             hosts[ACME_HOST] = self.s.ips["acme"]
         return hosts
 
