@@ -1,15 +1,7 @@
-"""OpenSSH client plumbing shared by the VM and VmTarget: per-run key, argv, bounded remote commands.
-
-Every command to one endpoint rides one master connection (ControlMaster=auto, its socket beside the VM's key,
-ControlPersist): under TCG a fresh ssh handshake per command costs a noticeable share of a run. A master that
-dies with the guest (reboot, power-off) needs nothing: ssh finds no live socket and opens a new connection, which
-becomes the next master; a master hung on a frozen guest is ended by the keep-alives of SSH_OPTIONS, after which
-ssh falls back to a new connection too. testinfra keeps its own connections (it is given SSH_OPTIONS only).
-"""
+"""OpenSSH client plumbing shared by the VM and VmTarget: per-run key, argv, bounded remote commands."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,8 +14,6 @@ from harness.vm.util import run
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-o", "ServerAliveInterval=5",
                "-o", "ServerAliveCountMax=3"]
-CONTROL_PERSIST = 120  # seconds an idle master stays; it also ends as soon as the VM (and its port forward) goes
-MAX_SOCKET_PATH = 88  # sun_path is 108 bytes and ssh appends ".XXXXXXXXXXXXXXXX" while it creates the socket
 
 
 @dataclass(frozen=True)
@@ -37,21 +27,9 @@ class SshEndpoint:
     def url(self) -> str:
         return f"ssh://{self.user}@{self.host}:{self.port}"
 
-    @property
-    def control_path(self) -> Path:
-        """The master's socket: beside the key (the VM's workdir, the same in every process of the run), or a short
-        /tmp name derived from it when that path would be too long for a unix socket."""
-        path = self.key.parent / f"cm-{self.port}"
-        if len(str(path)) <= MAX_SOCKET_PATH:
-            return path
-        digest = hashlib.sha256(f"{self.key}:{self.port}".encode()).hexdigest()[:16]
-        return Path("/tmp") / f"stdbc-cm-{digest}"
-
     def argv(self, remote_command: str | None = None, *, connect_timeout: float = 10.0) -> list[str]:
         argv = ["ssh", "-i", str(self.key), "-p", str(self.port), *SSH_OPTIONS,
-                "-o", f"ConnectTimeout={max(1, int(connect_timeout))}", "-o", "ControlMaster=auto",
-                "-o", f"ControlPath={self.control_path}", "-o", f"ControlPersist={CONTROL_PERSIST}",
-                f"{self.user}@{self.host}"]
+                "-o", f"ConnectTimeout={max(1, int(connect_timeout))}", f"{self.user}@{self.host}"]
         if remote_command is not None:
             argv += ["--", remote_command]
         return argv
