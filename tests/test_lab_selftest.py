@@ -26,6 +26,8 @@ def test_selftest_docker_detects_every_mutant(docker_selftest: dict[str, Any]) -
     assert not undetected, undetected
     assert not data["unexpected"], data["unexpected"]
     assert data["score"]["percent"] == 100.0 and data["score"]["total"] >= 22
+    assert data["score"]["invalid"] == 0 and data["score"]["missed"] == 0 and data["score"]["not_run"] == 0
+    assert data["sentinel"] == {"id": "service-exec-start-missing", "detected": True} and not data["stopped"]
     assert docker_selftest["exit"] == 0, stdout[-3000:]
     if not docker_selftest.get("reused"):
         assert "detection score: " in stdout and "(100%)" in stdout
@@ -34,3 +36,4 @@ def test_selftest_docker_detects_every_mutant(docker_selftest: dict[str, Any]) -
         report = json.loads((Path(unit["report"]) / "conformance.json").read_text())
         assert not leftovers(report["run_id"]), unit["id"]
     assert (out / "selftest.md").read_text().count("| detected |") == data["score"]["total"]
+    assert all(len(u["members"]) > 0 or u["kind"] == "baseline" for u in data["units"])

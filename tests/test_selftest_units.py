@@ -288,54 +288,103 @@ def _member(mid: str, expect: list[str], may: list[str] | None = None) -> dict:
     return {"id": mid, "expect_red": expect, "may_also_fail": may or [], "kind": "runbook"}
 
 
-def _judge(root: Path, planned: list[dict]) -> Judgement:
-    records = {p["id"]: load_unit(root / "units" / p["id"]) for p in planned if (root / "units" / p["id"]).exists()}
-    return judge(planned, records)
+def _judge(root: Path, planned: list[dict], sentinel: str = "") -> Judgement:
+    records = {p["id"]: [load_unit(root / "units" / p["id"])] for p in planned
+               if (root / "units" / p["id"]).exists()}
+    return judge(planned, records, sentinel)
 
 
-def test_judge_detected_undetected_and_unexpected(tmp_path: Path) -> None:
+BASELINE = {"id": "c1.baseline", "config": "c1", "members": []}
+
+
+def _clean_baseline(root: Path, checks: list[str], **kw: object) -> None:
+    _unit(root, "c1.baseline", [], {c: "passed" for c in checks}, **kw)  # type: ignore[arg-type]
+
+
+def test_judge_detected_missed_and_unexpected(tmp_path: Path) -> None:
     _unit(tmp_path, "c1.baseline", [], {"s.a": "passed", "s.b": "passed", "f.known": "failed"},
           known={"f.known": "why"}, required=set())
     _unit(tmp_path, "c1.g01", [_member("hit", ["s.a"], ["s.c"]), _member("miss", ["s.b"])],
-          {"s.a": "failed", "s.b": "not-applicable", "s.c": "error", "s.d": "failed", "f.known": "failed"},
-          known={"f.known": "why"}, required={"s.a", "s.b", "s.c", "s.d"})
-    planned = [{"id": "c1.baseline", "config": "c1", "members": []},
-               {"id": "c1.g01", "config": "c1", "members": ["hit", "miss"]}]
+          {"s.a": "failed", "s.b": "not-applicable", "s.c": "error", "f.known": "failed"},
+          known={"f.known": "why"}, required={"s.a", "s.b", "s.c"})
+    planned = [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["hit", "miss"]}]
     j = _judge(tmp_path, planned)
     status = {m["id"]: m["status"] for m in j.mutants}
-    assert status == {"hit": "detected", "miss": "undetected"}
-    assert j.detected == 1 and j.total == 2 and j.percent == 50.0 and not j.ok
-    assert j.score_line() == "detection score: 1/2 (50%)"
-    assert [(u["what"], u["check"]) for u in j.unexpected] == [("red, expected by no member", "s.d")]
+    assert status == {"hit": "detected", "miss": "missed"}
+    assert j.detected == 1 and j.missed == 1 and j.invalid == 0 and j.percent == 50.0 and not j.ok
+    assert j.score_line() == "detection score: 1/2 (50%); detected 1, missed 1, invalid 0, not run 0"
+    assert not j.unexpected
     assert j.baselines[0]["clean"] and j.baselines[0]["known_red_seen"] == ["f.known"]
     miss = next(m for m in j.mutants if m["id"] == "miss")
     assert miss["why"] == "s.b is not-applicable"
 
 
-def test_judge_flags_red_baselines_required_known_red_and_checks_that_never_ran(tmp_path: Path) -> None:
+def test_checks_no_member_can_touch_going_red_make_the_whole_unit_invalid(tmp_path: Path) -> None:
+    """What a broken lab looks like (everything red): never a detection, and out of the score."""
+    _clean_baseline(tmp_path, ["s.a", "s.b", "s.d"])
+    _unit(tmp_path, "c1.g01", [_member("m1", ["s.a"]), _member("m2", ["s.b"])],
+          {"s.a": "failed", "s.b": "failed", "s.d": "failed"})
+    j = _judge(tmp_path, [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["m1", "m2"]}])
+    assert {m["id"]: m["status"] for m in j.mutants} == {"m1": "invalid", "m2": "invalid"}
+    assert "s.d" in j.mutants[0]["why"] and "broken lab" in j.mutants[0]["why"]
+    assert j.detected == 0 and j.scored == 0 and j.percent == 0.0 and not j.ok
+    assert [(u["what"], u["check"]) for u in j.unexpected] == [("red, expected by no member", "s.d")]
+
+
+def test_an_expected_check_that_errored_or_never_ran_is_invalid_not_detected(tmp_path: Path) -> None:
+    _clean_baseline(tmp_path, ["s.a", "s.b"])
+    _unit(tmp_path, "c1.g01", [_member("errored", ["s.a"]), _member("absent", ["s.gone"])],
+          {"s.a": "error", "s.b": "passed"})
+    j = _judge(tmp_path, [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["errored", "absent"]}])
+    assert {m["id"]: m["status"] for m in j.mutants} == {"errored": "invalid", "absent": "invalid"}
+    assert "an error is not a detection" in j.mutants[0]["why"] and "did not run" in j.mutants[1]["why"]
+    assert [(u["what"], u["check"]) for u in j.unexpected] == [("expected check did not run", "s.gone")]
+
+
+def test_judge_flags_red_baselines_required_known_red_and_mutants_judged_against_them(tmp_path: Path) -> None:
     _unit(tmp_path, "c1.baseline", [], {"s.a": "failed", "f.known": "failed"}, known={"f.known": "why"})
-    _unit(tmp_path, "c1.g01", [_member("m", ["s.gone"])], {"s.a": "passed"})
-    planned = [{"id": "c1.baseline", "config": "c1", "members": []},
-               {"id": "c1.g01", "config": "c1", "members": ["m"]}]
-    j = _judge(tmp_path, planned)
+    _unit(tmp_path, "c1.g01", [_member("m", ["s.b"])], {"s.a": "passed", "s.b": "failed"})
+    j = _judge(tmp_path, [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["m"]}])
     what = sorted((u["what"], u["check"]) for u in j.unexpected)
-    assert what == [("baseline red", "s.a"), ("expected check did not run", "s.gone"),
-                    ("known_red check is required", "f.known")]
-    assert not j.baselines[0]["clean"] and j.mutants[0]["status"] == "undetected"
+    assert what == [("baseline red", "s.a"), ("known_red check is required", "f.known")]
+    assert not j.baselines[0]["clean"]
+    assert j.mutants[0]["status"] == "invalid" and "baseline of config c1 is not clean" in j.mutants[0]["why"]
 
 
-def test_judge_flags_broken_runs(tmp_path: Path) -> None:
+def test_a_mutant_whose_baseline_never_ran_is_invalid(tmp_path: Path) -> None:
+    _unit(tmp_path, "c1.g01", [_member("m", ["s.a"])], {"s.a": "failed"})
+    j = _judge(tmp_path, [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["m"]}])
+    assert j.mutants[0]["status"] == "invalid" and j.baselines == [
+        {"config": "c1", "unit": "c1.baseline", "clean": False, "red": [], "why": "not run"}]
+    assert not j.ok and j.percent == 0.0
+
+
+def test_broken_runs_make_their_mutants_invalid(tmp_path: Path) -> None:
+    _clean_baseline(tmp_path, ["s.a"])
     _unit(tmp_path, "c1.g01", [_member("m1", ["s.a"])], None)
     _unit(tmp_path, "c1.g02", [_member("m2", ["s.a"])], {"s.a": "failed"}, sha="other")
     _unit(tmp_path, "c1.g03", [_member("m3", ["s.a"])], {"s.a": "failed"}, host=["false"], host_exit=1)
     _unit(tmp_path, "c1.g04", [_member("m4", ["s.a"])], {"s.a": "failed"}, lab_error="docker went away")
-    planned = [{"id": f"c1.g0{n}", "config": "c1", "members": [f"m{n}"]} for n in range(1, 6)]
+    planned = [BASELINE] + [{"id": f"c1.g0{n}", "config": "c1", "members": [f"m{n}"]} for n in range(1, 6)]
     j = _judge(tmp_path, planned)
     what = {(u["unit"], u["what"]) for u in j.unexpected}
     assert what == {("c1.g01", "no report"), ("c1.g02", "other runbook"), ("c1.g03", "host mutant command failed"),
                     ("c1.g04", "lab error")}
     status = {m["id"]: m["status"] for m in j.mutants}
-    assert status == {"m1": "undetected", "m2": "detected", "m3": "detected", "m4": "detected", "m5": "not run"}
+    assert status == {"m1": "invalid", "m2": "invalid", "m3": "invalid", "m4": "invalid", "m5": "not run"}
+    assert j.detected == 0 and j.invalid == 4 and j.not_run == 1 and not j.ok
+    assert "docker went away" in next(m["why"] for m in j.mutants if m["id"] == "m4")
+
+
+def test_an_undetected_sentinel_fails_the_judgement(tmp_path: Path) -> None:
+    _clean_baseline(tmp_path, ["s.a", "s.b"])
+    _unit(tmp_path, "c1.g01", [_member("forced", ["s.a"])], {"s.a": "passed", "s.b": "passed"})
+    _unit(tmp_path, "c1.g02", [_member("other", ["s.b"])], {"s.a": "passed", "s.b": "failed"})
+    planned = [BASELINE, {"id": "c1.g01", "config": "c1", "members": ["forced"]},
+               {"id": "c1.g02", "config": "c1", "members": ["other"]}]
+    assert not _judge(tmp_path, planned, sentinel="forced").ok
+    assert not _judge(tmp_path, planned, sentinel="forced").sentinel_detected
+    assert not _judge(tmp_path, planned[:1] + planned[2:], sentinel="forced").ok  # sentinel not in the plan
 
 
 # ---------------------------------------------------------------- shards
@@ -348,14 +397,34 @@ def test_parse_shard() -> None:
             parse_shard(bad)
 
 
-def test_shards_partition_the_units(shipped: cat.Catalogue) -> None:
+def test_shards_partition_the_mutant_units_and_each_runs_the_gates_it_needs(shipped: cat.Catalogue) -> None:
     texts, paths = _texts(shipped)
     units = plan_units(shipped, select(shipped, "docker"), texts, paths)
+    sentinel = shipped.sentinel("docker")
+    assert sentinel is not None
+    gate_ids = {u.id for u in units if u.gate}
+    forced = next(u for u in units if sentinel in u.members)
+    assert forced.gate and all(u.gate for u in units if not u.members)
     for total in (1, 2, 3, 5, len(units) + 2):
         parts = [shard(units, i, total) for i in range(1, total + 1)]
-        ids = [u.id for p in parts for u in p]
-        assert sorted(ids) == sorted(u.id for u in units) and len(ids) == len(set(ids))
-        assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+        others = [u.id for p in parts for u in p if not u.gate]
+        assert sorted(others) == sorted(u.id for u in units if not u.gate) and len(others) == len(set(others))
+        for part in parts:
+            ids = {u.id for u in part}
+            # the forced-fail unit and its baseline in every shard, and the baseline of every config it judges
+            assert forced.id in ids and f"{forced.config.id}.baseline" in ids
+            assert all(f"{u.config.id}.baseline" in ids for u in part)
+            assert ids & gate_ids >= {forced.id}
+    assert shard(units, 1, 1) == units
+
+
+def test_select_always_brings_the_forced_fail_mutant(shipped: cat.Catalogue) -> None:
+    chosen = select(shipped, "docker", ["tls-v1-enabled"])
+    assert [m.id for m in chosen] == sorted([m.id for m in chosen], key=[x.id for x in shipped.mutants].index)
+    assert {m.id for m in chosen} == {"tls-v1-enabled", "service-exec-start-missing"}
+    for backend in ("docker", "vm"):
+        forced = shipped.sentinel(backend)
+        assert forced is not None and backend in forced.backends
 
 
 # ---------------------------------------------------------------- runner end to end, with a stand-in run
@@ -385,6 +454,8 @@ extra_unit, _, extra_check = os.environ.get("FAKE_EXTRA_RED", "").partition(":")
 if extra_unit == unit["id"]:
     red.add(extra_check)
 ids = set(os.environ["FAKE_CHECKS"].split(",")) | red
+if os.environ.get("FAKE_ALL_RED") == unit["id"]:
+    red = set(ids)
 checks = [{{"id": c, "outcome": "failed" if c in red else "passed", "required": True, "message": "fake"}} for c in ids]
 host = json.loads(Path(opts["--mutate-host"]).read_text())["commands"] if "--mutate-host" in opts else []
 report = {{"checks": checks, "runbook": {{"sha256": hashlib.sha256(Path(opts["--runbook"]).read_bytes()).hexdigest()}},
@@ -422,6 +493,7 @@ backends = ["docker", "vm"]
 kind = "runbook"
 edits = [{ old = "    sudo systemctl enable spacetimedb\\n", new = "" }]
 expect_red = ["service.unit-enabled"]
+sentinel = true
 
 [[mutants]]
 id = "restart-no"
@@ -494,7 +566,10 @@ def test_selftest_end_to_end_with_a_stand_in_run(fake: Path, tmp_path: Path,
     printed = capsys.readouterr().out
     assert "detection score: 5/5 (100%)" in printed and "unexpected outcomes: none" in printed
     data = json.loads((out / "selftest.json").read_text())
-    assert data["score"] == {"detected": 5, "total": 5, "percent": 100.0} and data["ok"]
+    assert data["score"] == {"detected": 5, "missed": 0, "invalid": 0, "not_run": 0, "scored": 5, "total": 5,
+                             "percent": 100.0} and data["ok"]
+    assert data["sentinel"] == {"id": "enable-gone", "detected": True}
+    assert "forced-fail mutant enable-gone: detected" in printed
     units = {u["id"]: u for u in data["units"]}
     assert set(units) == {"c1.baseline", "c1.g01", "c1.g02", "c2.baseline", "c2.g01"} and data["lab_runs"] == 5
     group = units["c1.g01"]
@@ -516,24 +591,62 @@ def test_selftest_end_to_end_with_a_stand_in_run(fake: Path, tmp_path: Path,
     assert "detection score: 5/5 (100%)" in md and "| `restart-no` | c1.g01 |" in md
 
 
+def test_a_red_baseline_stops_the_selftest_before_the_mutants(fake: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FAKE_EXTRA_RED", "c2.baseline:tls.certbot-timer")
+    assert _selftest(fake, tmp_path / "a") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("stdb-conformance: selftest stopped before the mutants: the baseline c2.baseline "
+                              "is not clean"), err
+    data = json.loads((tmp_path / "a" / "selftest.json").read_text())
+    assert data["stopped"] and not data["ok"]
+    assert set(data["ran"]) == {"c1.baseline", "c1.g01", "c2.baseline"}  # the gates only
+    assert {m["id"]: m["status"] for m in data["mutants"]}["timer-off"] == "not run"
+
+
+def test_a_forced_fail_mutant_that_is_not_detected_stops_the_selftest(fake: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FAKE_MISS", "service.unit-enabled")  # a lab whose checks cannot fail
+    assert _selftest(fake, tmp_path / "a") == 1
+    err = capsys.readouterr().err
+    assert "the forced-fail mutant enable-gone was not detected (missed: service.unit-enabled is passed)" in err
+    data = json.loads((tmp_path / "a" / "selftest.json").read_text())
+    assert data["sentinel"] == {"id": "enable-gone", "detected": False} and "c1.g02" not in data["ran"]
+
+
+def test_a_broken_lab_gives_invalid_never_detected(fake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every check red in one group's run (a lab that broke under it): its mutant counts apart, not as a hit."""
+    monkeypatch.setenv("FAKE_ALL_RED", "c2.g01")
+    assert _selftest(fake, tmp_path / "a") == 1
+    data = json.loads((tmp_path / "a" / "selftest.json").read_text())
+    timer = next(m for m in data["mutants"] if m["id"] == "timer-off")
+    assert timer["status"] == "invalid" and "broken lab" in timer["why"]
+    assert data["score"]["invalid"] == 1 and data["score"]["detected"] == 4 and data["score"]["scored"] == 4
+    assert "detection score: 4/4 (100%); detected 4, missed 0, invalid 1, not run 0" in capsys.readouterr().out
+
+
 def test_selftest_exit_1_on_an_undetected_mutant_or_an_unexpected_red(fake: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FAKE_MISS", "tls.certbot-timer")
     assert _selftest(fake, tmp_path / "a") == 1
-    assert "UNDETECTED (tls.certbot-timer is passed)" in capsys.readouterr().out
+    assert "MISSED (tls.certbot-timer is passed)" in capsys.readouterr().out
     monkeypatch.delenv("FAKE_MISS")
-    monkeypatch.setenv("FAKE_EXTRA_RED", "c1.g01:service.unit-active")
+    monkeypatch.setenv("FAKE_EXTRA_RED", "c2.g01:service.unit-active")
     assert _selftest(fake, tmp_path / "b") == 1
     data = json.loads((tmp_path / "b" / "selftest.json").read_text())
-    assert data["score"]["percent"] == 100.0 and not data["ok"]
-    assert [(u["unit"], u["check"]) for u in data["unexpected"]] == [("c1.g01", "service.unit-active")]
+    assert data["score"]["percent"] == 100.0 and data["score"]["invalid"] == 1 and not data["ok"]
+    assert [(u["unit"], u["check"]) for u in data["unexpected"]] == [("c2.g01", "service.unit-active")]
 
 
 def test_only_dry_run_and_list(fake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _selftest(fake, tmp_path / "o", "--only", "timer-off", "--dry-run") == 0
     printed = capsys.readouterr().out
-    assert "c2.g01" in printed and "--mutate-host" in printed and "c1." not in printed
+    # the forced-fail unit (c1.g01) and its baseline come along with any selection
+    assert "c2.g01" in printed and "--mutate-host" in printed and "c1.g01" in printed and "c1.g02" not in printed
     assert not (tmp_path / "o" / "units" / "c2.g01" / "run").exists()  # nothing ran
     assert _selftest(fake, tmp_path / "l", "--backend", "vm", "--list") == 0
     listing = capsys.readouterr().out
@@ -545,19 +658,28 @@ def test_shards_merge_into_the_whole_score(fake: Path, tmp_path: Path, capsys: p
     assert _selftest(fake, tmp_path / "s2", "--shard", "2/2") == 0
     s1 = json.loads((tmp_path / "s1" / "selftest.json").read_text())
     s2 = json.loads((tmp_path / "s2" / "selftest.json").read_text())
-    assert sorted(s1["ran"] + s2["ran"]) == sorted(u["id"] for u in s1["plan"]["units"]) and not set(s1["ran"]) & set(
-        s2["ran"])
-    assert s1["score"]["total"] + s2["score"]["total"] == 5
+    assert set(s1["ran"]) | set(s2["ran"]) == {u["id"] for u in s1["plan"]["units"]}
+    # only gates (baselines, the forced-fail unit) run in both shards
+    assert set(s1["ran"]) & set(s2["ran"]) == {"c1.baseline", "c1.g01"}
     capsys.readouterr()
     assert main(["selftest", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"), "--report-dir",
                  str(tmp_path / "m")]) == 0
     merged = json.loads((tmp_path / "m" / "selftest.json").read_text())
-    assert merged["score"] == {"detected": 5, "total": 5, "percent": 100.0} and merged["lab_runs"] == 5
+    assert merged["score"]["detected"] == 5 and merged["score"]["percent"] == 100.0 and merged["ok"]
+    assert merged["lab_runs"] == len(s1["ran"]) + len(s2["ran"])
     assert "detection score: 5/5 (100%)" in capsys.readouterr().out
     # one shard alone does not make the whole selftest: the other shard's mutants are "not run"
     assert main(["selftest", "--merge", str(tmp_path / "s1"), "--report-dir", str(tmp_path / "m1")]) == 1
     alone = json.loads((tmp_path / "m1" / "selftest.json").read_text())
     assert alone["score"]["total"] == 5 and {m["status"] for m in alone["mutants"]} == {"detected", "not run"}
+    # a shard whose baseline record is missing: its mutants are invalid and the merge fails
+    s2_data = json.loads((tmp_path / "s2" / "selftest.json").read_text())
+    s2_data["ran"].remove("c2.baseline")
+    (tmp_path / "s2" / "selftest.json").write_text(json.dumps(s2_data))
+    assert main(["selftest", "--merge", str(tmp_path / "s2"), "--report-dir", str(tmp_path / "m2")]) == 1
+    no_base = json.loads((tmp_path / "m2" / "selftest.json").read_text())
+    timer = next(m for m in no_base["mutants"] if m["id"] == "timer-off")
+    assert timer["status"] == "invalid" and "baseline of config c2" in timer["why"] and not no_base["ok"]
     # shards of different plans do not merge
     assert _selftest(fake, tmp_path / "other", "--only", "timer-off") == 0
     assert main(["selftest", "--merge", str(tmp_path / "s1"), str(tmp_path / "other")]) == 2

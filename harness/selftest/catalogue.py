@@ -23,7 +23,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 _CONFIG_KEYS = {"id", "description", "runbook", "profile", "suites", "backends", "env", "known_red"}
 _MUTANT_KEYS = {"id", "description", "config", "backends", "kind", "edits", "commands", "env", "expect_red",
-                "may_also_fail", "exclusive", "touches"}
+                "may_also_fail", "exclusive", "touches", "sentinel"}
 
 
 class CatalogueError(UsageError):
@@ -74,6 +74,7 @@ class Mutant:
     env: dict[str, str] = field(default_factory=dict)
     exclusive: bool = False
     touches: tuple[str, ...] = ()  # what on the host it changes beyond its edits' text (e.g. "nginx-catch-all")
+    sentinel: bool = False  # the backend's forced-fail mutant: every selftest (every shard) runs it first
 
     @property
     def red_set(self) -> frozenset[str]:
@@ -84,7 +85,7 @@ class Mutant:
                 "backends": list(self.backends), "expect_red": list(self.expect_red),
                 "may_also_fail": list(self.may_also_fail), "edits": [e.to_dict() for e in self.edits],
                 "commands": list(self.commands), "env": dict(self.env), "exclusive": self.exclusive,
-                "touches": list(self.touches)}
+                "touches": list(self.touches), "sentinel": self.sentinel}
 
 
 @dataclass
@@ -95,6 +96,10 @@ class Catalogue:
 
     def mutant(self, mutant_id: str) -> Mutant:
         return next(m for m in self.mutants if m.id == mutant_id)
+
+    def sentinel(self, backend: str) -> Mutant | None:
+        """The backend's forced-fail mutant (at most one per backend: load_catalogue checks)."""
+        return next((m for m in self.mutants if m.sentinel and backend in m.backends), None)
 
     def runbook_path(self, config: Config, user_runbook: Path | None) -> Path:
         """The file a config's baseline applies."""
@@ -155,6 +160,11 @@ def load_catalogue(path: Path | None = None, checks: dict[str, str] | None = Non
             raise CatalogueError(f"{path}: mutant id {mutant.id!r} is used twice (ids of configs and mutants "
                                  f"share one name space)")
         mutants.append(mutant)
+    for backend in BACKENDS:
+        sentinels = [m.id for m in mutants if m.sentinel and backend in m.backends]
+        if len(sentinels) > 1:
+            raise CatalogueError(f"{path}: backend {backend} has {len(sentinels)} sentinel mutants "
+                                 f"({', '.join(sentinels)}): one forced-fail mutant per backend")
     return Catalogue(path=path, configs=configs, mutants=mutants)
 
 
@@ -269,8 +279,9 @@ def _mutant(path: Path, raw: dict[str, Any], configs: dict[str, Config], checks:
         raise CatalogueError(f"{where}: {', '.join(known)} is already red on config {config_id}'s baseline "
                              f"(known_red): a mutant cannot prove anything with it")
     exclusive = raw.get("exclusive", False)
-    if not isinstance(exclusive, bool):
-        raise CatalogueError(f"{where}: `exclusive` must be true or false")
+    sentinel = raw.get("sentinel", False)
+    if not isinstance(exclusive, bool) or not isinstance(sentinel, bool):
+        raise CatalogueError(f"{where}: `exclusive` and `sentinel` must be true or false")
     edits: tuple[Edit, ...] = ()
     commands: tuple[str, ...] = ()
     env: dict[str, str] = {}
@@ -289,7 +300,7 @@ def _mutant(path: Path, raw: dict[str, Any], configs: dict[str, Config], checks:
     return Mutant(id=mutant_id, description=_str(where, raw, "description"), config=config_id,
                   backends=backends, kind=kind, expect_red=expect, may_also_fail=may, edits=edits,
                   commands=commands, env=env, exclusive=exclusive,
-                  touches=_strs(where, raw, "touches", required=False))
+                  touches=_strs(where, raw, "touches", required=False), sentinel=sentinel)
 
 
 def _edits(where: str, raw: dict[str, Any]) -> tuple[Edit, ...]:

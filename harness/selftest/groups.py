@@ -5,6 +5,11 @@ pairwise disjoint, their runbook edits touch different text, their env variables
 common `touches` tag (what a host command changes, e.g. the site's catch-all location) and none is
 `exclusive`. Packing is greedy (first fit, mutants with the most checks first) and deterministic, so every
 shard of a CI matrix computes the same list of units.
+
+Gate units are the baselines and the unit holding the backend's sentinel (forced-fail) mutant: a selftest runs
+them before any other unit and stops when one fails; every shard runs the gates its own units need (the
+baselines of their configs, and always the forced-fail unit), so no shard judges a mutant against a baseline
+that ran elsewhere.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ class Unit:
     @property
     def kind(self) -> str:
         return "group" if self.members else "baseline"
+
+    @property
+    def gate(self) -> bool:
+        """Run first, by every shard that needs it: a baseline, or the unit of the forced-fail mutant."""
+        return not self.members or any(m.sentinel for m in self.members)
 
     @property
     def commands(self) -> list[str]:
@@ -63,6 +73,12 @@ def select(catalogue: Catalogue, backend: str, only: list[str] | None = None) ->
     if not mutants:
         raise UsageError(f"no mutant of the catalogue runs on the {backend} backend"
                          + (f" among --only {','.join(only)}" if only else ""))
+    sentinel = catalogue.sentinel(backend)
+    if sentinel is None:
+        raise UsageError(f"the catalogue has no forced-fail mutant (sentinel = true) for the {backend} backend: a "
+                         f"selftest that cannot show one detection proves nothing")
+    if sentinel not in mutants:  # --only: the forced-fail run comes along
+        mutants = [m for m in catalogue.mutants if m in mutants or m is sentinel]
     return mutants
 
 
@@ -122,8 +138,14 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 def shard(units: list[Unit], index: int, total: int) -> list[Unit]:
-    """Shard `index` of `total` (1-based) takes the units whose position modulo `total` is `index - 1`."""
-    return [u for n, u in enumerate(units) if n % total == index - 1]
+    """Shard `index` of `total` (1-based): the non-gate units whose position among them modulo `total` is
+    `index - 1`, plus the gates they need (their configs' baselines) and the forced-fail unit with its
+    config's baseline, in plan order."""
+    others = [u for u in units if not u.gate]
+    own = {u.id for n, u in enumerate(others) if n % total == index - 1}
+    sentinel_configs = {u.config.id for u in units if u.gate and u.members}
+    configs = {u.config.id for u in others if u.id in own} | sentinel_configs
+    return [u for u in units if u.id in own or (u.gate and (u.members or u.config.id in configs))]
 
 
 # ---------------------------------------------------------------- what a unit's run gets

@@ -31,8 +31,10 @@ Progress = Callable[[str], None]
 EXIT_INTERRUPTED = 130
 CLEANUP_SECONDS = 300  # how long an interrupted child run gets to write its report and remove its lab
 EXIT_HELP = """exit codes:
-  0    every selected mutant detected (100%) and no unexpected outcome
-  1    a mutant undetected, or an unexpected outcome (a red baseline, an unexplained red check, ...)
+  0    every selected mutant detected (100%), every baseline clean, the forced-fail mutant detected, and no
+       unexpected outcome
+  1    a mutant missed or invalid (a lab error, checks it cannot touch red, a baseline not clean), a gate run
+       failed (the selftest stops before the mutants), or any other unexpected outcome
   2    usage error, or a catalogue entry that does not fit the runbook
   130  interrupted (Ctrl-C or SIGTERM): the running lab run is stopped and cleans up first"""
 
@@ -74,7 +76,8 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
     texts = {cid: path.read_bytes().decode() for cid, path in paths.items()}
     units = plan_units(catalogue, mutants, texts, paths)
     chosen = shard(units, *parse_shard(args.shard)) if args.shard else units
-    plan = _plan_record(units, args.backend)
+    sentinel = catalogue.sentinel(args.backend)
+    plan = _plan_record(units, args.backend, sentinel.id if sentinel else "")
     if args.list:
         print(_listing(units, chosen, args.backend, args.shard))
         return EXIT_PASS
@@ -92,38 +95,67 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
             print(f"# {unit.describe()}\n{(env + ' ') if env else ''}{' '.join(meta['argv'])}")
         progress(f"dry run: {len(prepared)} lab run(s) prepared under {report_dir / 'units'}")
         return EXIT_PASS
+    gates = [item for item in prepared if item[0].gate]
     progress(f"selftest: backend {args.backend}, {sum(len(u.members) for u in chosen)} mutant(s) in "
              f"{len(chosen)} lab run(s){f' (shard {args.shard} of {len(units)} units)' if args.shard else ''}, "
-             f"jobs {args.jobs}; records in {report_dir}")
+             f"jobs {args.jobs}; first the {len(gates)} gate run(s) (baselines, forced-fail mutant "
+             f"{plan['sentinel']}); records in {report_dir}")
     started = time.monotonic()
     interrupted = False
-    with _sigterm_as_interrupt():
-        try:
-            _run_all(prepared, args.jobs, progress)
-        except KeyboardInterrupt:
-            interrupted = True
-    # units that never started (an interrupt) are judged "not run"
-    records = {u.id: load_unit(d) for u, d, _ in prepared if (d / "run.log").exists()}
+    stopped = ""
     chosen_ids = {u.id for u in chosen}
     planned = [p for p in plan["units"] if p["id"] in chosen_ids]
-    judgement = judge(planned, records)
-    data = _write(report_dir, judgement, plan, [u.id for u in chosen], args.backend,
-                  time.monotonic() - started, interrupted, args.shard)
+    with _sigterm_as_interrupt():
+        try:
+            _run_all(gates, args.jobs, progress)
+            stopped = _gates_failed(judge([p for p in planned if p["gate"]], _records(gates), plan["sentinel"]))
+            if not stopped:
+                _run_all([item for item in prepared if not item[0].gate], args.jobs, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+    # units that never started (an interrupt, a failed gate) are judged "not run"
+    judgement = judge(planned, _records(prepared), plan["sentinel"])
+    ran = [u.id for u, d, _ in prepared if (d / "run.log").exists()]
+    data = _write(report_dir, judgement, plan, ran, args.backend, time.monotonic() - started, interrupted,
+                  args.shard, stopped)
     print(render_table(judgement))
     progress(f"selftest: {data['lab_runs']} lab run(s) in {data['wall_seconds']:.0f} s; "
              f"{report_dir / 'selftest.md'}")
     if interrupted:
         return EXIT_INTERRUPTED
+    if stopped:
+        print(f"stdb-conformance: selftest stopped before the mutants: {stopped}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_PASS if judgement.ok else EXIT_FAIL
+
+
+def _records(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> dict[str, list[UnitRecord]]:
+    return {u.id: [load_unit(d)] for u, d, _ in prepared if (d / "run.log").exists()}
+
+
+def _gates_failed(gates: Judgement) -> str:
+    """Why the gate runs forbid judging any mutant (one line), or ""."""
+    for baseline in gates.baselines:
+        if not baseline["clean"]:
+            why = baseline.get("why") or f"red: {', '.join(baseline['red'])}"
+            return (f"the baseline {baseline['unit']} is not clean ({why}); every mutant of it would be judged "
+                    f"against a broken lab: fix the lab or the config first (see its run.log)")
+    if not gates.sentinel_detected:
+        found = next((m for m in gates.mutants if m["id"] == gates.sentinel), None)
+        why = f"{found['status']}: {found['why']}" if found else "not run"
+        return (f"the forced-fail mutant {gates.sentinel} was not detected ({why}): the checks cannot fail in "
+                f"this lab, so no detection would mean anything")
+    return ""
 
 
 # ---------------------------------------------------------------- plan records
 
 
-def _plan_record(units: list[Unit], backend: str) -> dict[str, Any]:
-    items = [{"id": u.id, "config": u.config.id, "members": [m.id for m in u.members]} for u in units]
-    fingerprint = hashlib.sha256(json.dumps([backend, items], sort_keys=True).encode()).hexdigest()[:16]
-    return {"backend": backend, "units": items, "fingerprint": fingerprint}
+def _plan_record(units: list[Unit], backend: str, sentinel: str) -> dict[str, Any]:
+    items = [{"id": u.id, "config": u.config.id, "members": [m.id for m in u.members], "gate": u.gate}
+             for u in units]
+    fingerprint = hashlib.sha256(json.dumps([backend, items, sentinel], sort_keys=True).encode()).hexdigest()[:16]
+    return {"backend": backend, "units": items, "fingerprint": fingerprint, "sentinel": sentinel}
 
 
 def _listing(units: list[Unit], chosen: list[Unit], backend: str, shard_arg: str | None) -> str:
@@ -131,9 +163,10 @@ def _listing(units: list[Unit], chosen: list[Unit], backend: str, shard_arg: str
              + (f"; shard {shard_arg}: {len(chosen)} of them" if shard_arg else "")]
     for n, unit in enumerate(units):
         mark = " " if unit in chosen else "-"
-        lines.append(f"{mark} [{n}] {unit.describe()}")
+        lines.append(f"{mark} [{n}] {unit.describe()}{' (gate: runs first)' if unit.gate else ''}")
         for member in unit.members:
             extra = f"; may also fail: {', '.join(member.may_also_fail)}" if member.may_also_fail else ""
+            extra += "; forced-fail mutant" if member.sentinel else ""
             lines.append(f"        {member.id} ({member.kind}): red {', '.join(member.expect_red)}{extra}")
     return "\n".join(lines)
 
@@ -221,8 +254,8 @@ def _write_result(unit_dir: Path, code: int, seconds: float, *, interrupted: boo
 
 
 def _write(report_dir: Path, judgement: Judgement, plan: dict[str, Any], ran: list[str], backend: str,
-           wall: float, interrupted: bool, shard_arg: str | None) -> dict[str, Any]:
-    data = {"schema": SCHEMA, "backend": backend, "shard": shard_arg, "plan": plan, "ran": ran,
+           wall: float, interrupted: bool, shard_arg: str | None, stopped: str = "") -> dict[str, Any]:
+    data = {"schema": SCHEMA, "backend": backend, "shard": shard_arg, "plan": plan, "ran": ran, "stopped": stopped,
             "lab_runs": sum(1 for u in judgement.units if u.get("ran")), "wall_seconds": round(wall, 1),
             "interrupted": interrupted, **judgement.to_dict()}
     (report_dir / "selftest.json").write_text(json.dumps(data, indent=1))
@@ -233,25 +266,29 @@ def _write(report_dir: Path, judgement: Judgement, plan: dict[str, Any], ran: li
 def merge(dirs: list[Path], report_dir: Path, progress: Progress) -> int:
     """Judge the units recorded by several shards of one plan as one selftest."""
     plan: dict[str, Any] | None = None
-    records: dict[str, UnitRecord] = {}
+    records: dict[str, list[UnitRecord]] = {}
     wall = 0.0
     for directory in dirs:
         try:
             data = json.loads((directory / "selftest.json").read_text())
         except (OSError, ValueError):
             raise UsageError(f"--merge {directory}: no selftest.json (not a selftest report dir)") from None
+        if data.get("schema") != SCHEMA:
+            raise UsageError(f"--merge {directory}: its selftest.json has schema {data.get('schema')}, this kit "
+                             f"writes {SCHEMA}: run that shard again with this version")
         if plan is None:
             plan = data["plan"]
         elif data["plan"].get("fingerprint") != plan.get("fingerprint"):
             raise UsageError(f"--merge {directory}: its shard comes from another plan (other catalogue, backend "
                              f"or --only) than {dirs[0]}")
         wall = max(wall, float(data.get("wall_seconds") or 0))
+        gates = {u["id"] for u in data["plan"]["units"] if u.get("gate")}
         for unit_id in data.get("ran", []):
-            if unit_id in records:
+            if unit_id in records and unit_id not in gates:
                 raise UsageError(f"--merge: unit {unit_id} was run by two of the shards given")
-            records[unit_id] = load_unit(directory / "units" / unit_id)
+            records.setdefault(unit_id, []).append(load_unit(directory / "units" / unit_id))
     assert plan is not None
-    judgement = judge(plan["units"], records)
+    judgement = judge(plan["units"], records, plan.get("sentinel", ""))
     report_dir.mkdir(parents=True, exist_ok=True)
     _write(report_dir, judgement, plan, sorted(records), plan["backend"], wall, False, None)
     print(render_table(judgement))
