@@ -138,6 +138,8 @@ def run(options: RunOptions, progress: Progress) -> int:
     url = parse_target(options.target or options.backend)
     backend_cls = backend_class(url.scheme)
     builds = Capability.BUILDS_HOST in backend_cls.capabilities
+    if builds:
+        _require_console_extra(plan)
     backend_cls.preflight()  # a bad environment is one line before the run prints or creates anything
     run_id = options.run_id or secrets.token_hex(4)
     timer = PhaseTimer(progress)
@@ -635,6 +637,21 @@ def _require_extras(suites: list[Path]) -> None:
                 raise KitError(f"suite {name} needs the '{extra}' extra ({module} is not installed)",
                                hint=f"pip install 'stdb-conformance[{extra}]', or leave the suite out with "
                                     f"--suites")
+
+
+def _require_console_extra(plan: Plan) -> None:
+    """The runbook's AWS Console steps are performed in the lab (a moto server, through boto3) whatever the
+    suites: without the 'aws' extra that is one line before any lab work, not a traceback after it."""
+    import importlib.util
+
+    console = [s for s in plan.steps if s.kind.value == "console" and s.phase == "apply"]
+    missing = [m for m in ("boto3", "moto") if importlib.util.find_spec(m) is None]
+    if console and missing:
+        where = console[0].ref
+        raise KitError(f"the runbook's AWS Console steps (the first at line {where.line_start}) are performed in the "
+                       f"lab through the 'aws' extra, and {', '.join(missing)} is not installed",
+                       hint="pip install 'stdb-conformance[aws]', or pass a --profile that leaves the console "
+                            "sections out")
 
 
 def _suite_files(selected: list[str]) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 from harness import run as run_module
 from harness.errors import KitError
 from harness.paths import SUITES_DIR
+from tests.conftest import shared_runbook
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,6 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
+
+
+SHARED_RUNBOOK = shared_runbook()
 
 
 def test_version_names_the_kit_and_the_standin_versions() -> None:
@@ -48,6 +52,26 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) ->
     line = err.value.one_line()
     assert "suite tls" in line and "'tls' extra" in line and "stdb-conformance[tls]" in line
     run_module._require_extras(run_module._suite_files(["service"]))  # a suite without extras is fine
+
+
+def test_console_steps_without_the_aws_extra_stop_before_any_lab_work(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever the suites: the apply phase performs the runbook's console steps through boto3 and moto."""
+    from harness.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a))
+    out = tmp_path / "out"
+    code = main(["run", "--backend", "docker", "--suites", "service", "--runbook", str(SHARED_RUNBOOK),
+                 "--report-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "AWS Console steps" in err[0] and "boto3 is not installed" in err[0] and "stdb-conformance[aws]" in err[0]
+    assert not out.exists()  # nothing was created: no lab, no report
+    # a plan without console steps needs no aws extra
+    plan = run_module.build_plan(REPO / "tests" / "runbooks" / "editors.md", "default")
+    run_module._require_console_extra(plan)
 
 
 def test_suites_ship_in_the_package_and_are_found_from_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,7 +85,10 @@ def test_rules_recorded(remote, site, target, plan: Plan, check: CheckRecorder) 
     check.note("summary", json.dumps({
         "runbook_ufw_steps": [s.command for s in steps], "ufw_active": active,
         "ufw_chains_in_kernel": in_kernel, "ports_from_remote": ports}, indent=1))
-    assert status.stdout.strip(), "ufw status printed nothing"
+    assert status.ok, (f"`ufw status` failed (exit {status.exit_status}): "
+                       f"{(status.stdout + status.stderr).strip()[-200:] or 'no output'}")
+    assert re.search(r"^Status:\s*\S+", status.stdout, re.MULTILINE), \
+        f"`ufw status` printed no status line: {status.stdout.strip()[-200:] or 'nothing'}"
     assert ports, "the remote port probe returned nothing"
 
 

@@ -167,9 +167,18 @@ def test_fstab_by_uuid(host: Host, plan: Plan, volume_uuid: str, device: str, ch
                                             f"UUID={volume_uuid}: device names can change between boots")
 
 
+# mount options the kernel shows in the mount table when they are in effect (the rest are userspace-only:
+# defaults, nofail, auto, user, x-*, ...)
+KERNEL_OPTIONS = {"ro", "noatime", "nodiratime", "nodev", "nosuid", "noexec", "relatime", "strictatime", "sync",
+                  "lazytime", "dirsync", "nosymfollow"}
+
+
 @pytest.mark.check("mounts.fstab-entry-as-documented",
-                   claim="the fstab line the runbook adds is on the host with its type, options, dump and pass")
-def test_fstab_as_documented(host: Host, plan: Plan, volume_uuid: str, check: CheckRecorder) -> None:
+                   claim="the fstab line the runbook adds is on the host with its type, options, dump and pass, "
+                         "util-linux's own verification of that entry finds no error, and what is mounted at the "
+                         "mount point now has the documented type and options")
+def test_fstab_as_documented(target: Target, host: Host, plan: Plan, volume_uuid: str,
+                             check: CheckRecorder) -> None:
     step = _fstab_step(plan)
     check.ref(step)
     documented = _documented_fields(plan)
@@ -179,8 +188,35 @@ def test_fstab_as_documented(host: Host, plan: Plan, volume_uuid: str, check: Ch
     entries = [e for e in _fstab_entries(fstab) if len(e) > 1 and e[1] == documented[1]]
     assert entries, f"no fstab entry for the documented mount point {documented[1]}"
     entry = entries[-1]
-    assert entry[2:] == documented[2:], (f"fstab has `{' '.join(entry)}`; the runbook documents type/options/dump/"
-                                         f"pass `{' '.join(documented[2:])}`")
+    problems = []
+    if entry[2:] != documented[2:]:
+        problems.append(f"fstab has `{' '.join(entry)}`; the runbook documents type/options/dump/pass "
+                        f"`{' '.join(documented[2:])}`")
+    # util-linux's verdict on the entry (source resolvable, type matches the disk, options parse), not the kit's
+    verify = check.run(target, f"findmnt --fstab --verify --verbose --target {shlex.quote(documented[1])}",
+                       label="findmnt --fstab --verify")
+    errors = [line.strip() for line in verify.stdout.splitlines() if line.strip().startswith("[E]")]
+    if not verify.ok or errors:
+        problems.append(f"findmnt --verify finds errors in the entry (exit {verify.exit_status}): "
+                        f"{'; '.join(errors) or verify.stderr.strip()[-200:]}")
+    # what the kernel mounted there now
+    mounted = check.run(target, f"findmnt -n -o FSTYPE,OPTIONS --mountpoint {shlex.quote(documented[1])}",
+                        label="the mount table at the mount point")
+    fields = mounted.stdout.split()
+    if len(fields) < 2:
+        problems.append(f"nothing is mounted at {documented[1]}")
+    else:
+        fstype, options = fields[0], set(fields[1].split(","))
+        if documented[2] != "auto" and fstype != documented[2]:
+            problems.append(f"{documented[1]} is mounted as {fstype}, the runbook documents {documented[2]}")
+        wanted = set(documented[3].split(",")) & KERNEL_OPTIONS
+        if not wanted <= options:
+            lacking = ", ".join(sorted(wanted - options))
+            problems.append(f"{documented[1]} is mounted with {fields[1]}, without {lacking}")
+        if ("ro" in documented[3].split(",")) != ("ro" in options):
+            problems.append(f"{documented[1]} is mounted {'ro' if 'ro' in options else 'rw'}, the runbook documents "
+                            f"{'ro' if 'ro' in documented[3].split(',') else 'rw'}")
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.check("mounts.fstab-nofail",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 from testinfra.host import Host
 
+from harness import systemd_unit
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder, bounded_wait
 from harness.targets.base import Target
@@ -60,21 +61,41 @@ def _main_pid(target: Target, check: CheckRecorder) -> int:
 
 
 @pytest.mark.check("service.unit-file-matches-runbook",
-                   claim="the installed unit file is exactly the one the runbook gives")
+                   claim="systemd runs the runbook's unit: its effective User, Group, ExecStart, WorkingDirectory, "
+                         "Restart and Environment are the runbook's, loaded from the runbook's path with no drop-in "
+                         "the runbook does not write and no edit waiting for a daemon-reload")
 def test_unit_file_matches_runbook(target, host, plan: Plan, check: CheckRecorder) -> None:
     step = _step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH)
     check.ref(step)
     assert step is not None, f"the runbook has no file write for {UNIT_PATH}"
+    drop_ins = [s for s in plan.steps if s.kind is StepKind.FILE_WRITE and (s.path or "").startswith(UNIT_PATH + ".d/")]
+    expected_text = "\n".join([step.content, *(d.content for d in drop_ins)])
+    check.note("runbook content", step.content.rstrip("\n"))
+    # what systemd uses (its own answer, not a file the kit wrote), and where it came from
+    shown = check.run(target, systemd_unit.show_command(SERVICE), label="systemd's effective unit (systemctl show)")
+    assert shown.ok, f"systemctl show failed (exit {shown.exit_status}): {shown.stderr.strip()[-200:]}"
+    effective = systemd_unit.parse_show(shown.stdout)
+    problems = [d.describe() for d in systemd_unit.differences(expected_text, effective)]
+    if effective.get("LoadState") != "loaded":
+        problems.append(f"the unit is {effective.get('LoadState') or 'unknown'} to systemd, not loaded")
+    if effective.get("FragmentPath") != UNIT_PATH:
+        problems.append(f"systemd loads the unit from {effective.get('FragmentPath') or 'nowhere'}, not {UNIT_PATH}")
+    allowed = {d.path for d in drop_ins}
+    stray = [p for p in effective.get("DropInPaths", "").split() if p not in allowed]
+    if stray:
+        problems.append(f"drop-ins the runbook does not write change the unit: {', '.join(stray)}")
+    if effective.get("NeedDaemonReload") != "no":
+        problems.append("the unit's files changed since systemd loaded them (NeedDaemonReload="
+                        f"{effective.get('NeedDaemonReload') or '?'}): what runs is not what is on disk")
     try:
         installed = host.file(UNIT_PATH).content_string.rstrip("\n")  # `cat`; RuntimeError when it fails
     except RuntimeError:
         installed = None
-    assert installed is not None, f"{UNIT_PATH} is missing on the target"
-    expected = step.content.rstrip("\n")
-    check.note("runbook content", expected)
-    assert installed == expected, "installed unit differs from the runbook's"
-    res = check.run(target, f"systemctl cat {SERVICE} | head -1", label="unit systemd loaded")
-    assert UNIT_PATH in res.stdout, f"systemd does not load the unit from {UNIT_PATH}"
+    if installed is None:
+        problems.append(f"{UNIT_PATH} is missing on the target")
+    elif installed != step.content.rstrip("\n"):
+        problems.append(f"{UNIT_PATH} differs from the runbook's unit")
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.check("service.unit-enabled", claim="the service starts at boot (enabled)")
@@ -214,6 +235,10 @@ def test_serves_current_root_dir(target, host, plan: Plan, check: CheckRecorder)
                    claim="Restart=always: systemd restarts the server when its main process dies")
 def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
+    # a kill -9 is restarted by Restart=on-failure or on-abnormal too: the promise is systemd's `always`
+    restart = check.run(target, f"systemctl show -p Restart --value {SERVICE}", label="effective Restart=")
+    assert restart.stdout.strip() == "always", \
+        f"systemd's effective Restart= is {restart.stdout.strip() or 'unknown'}, not always"
     before = _main_pid(target, check)
     assert before > 0, "the service has no main process to kill"
     check.run(target, f"kill -9 {before}", label="kill -9 the main process")
