@@ -99,6 +99,22 @@ def parse_locations(site: str) -> list[Location]:
     return found
 
 
+def pattern_names(locations: list[Location]) -> list[str]:
+    """Database, reducer and path-segment names chosen against the site's own patterns: the literal words its
+    locations look for (`subscribe`, `identity`, `sql`, ...), alone and inside longer names. A request to a closed
+    family whose database is named `subscribe` must still be denied: a pattern that is not anchored to the
+    route's own segment lets it through. Every name carries `stdbc`, so none is a database anyone has."""
+    words: list[str] = []
+    for loc in locations:
+        text = re.sub(r"\\.|\[[^\]]*\]|\{[^}]*\}", " ", loc.pattern)  # escapes, classes, counts
+        for word in re.findall(r"[A-Za-z0-9_-]{2,}", text):
+            if word.lower() not in ("v1",) and word not in words:
+                words.append(word)
+    # the word at the start and at the end of a name no real database or reducer has (the kit's prefix): a
+    # pattern that looks for `/subscribe` or `subscribe$` anywhere in the path is fooled by one of them
+    return [name for word in words for name in (f"{word}-stdbc", f"stdbc-{word}")]
+
+
 def normalize(raw_path: str) -> str | None:
     """nginx's view of a request path for location matching: no query, %XX decoded, slashes merged,
     `.` and `..` resolved. None when `..` climbs above the root (nginx answers 400)."""

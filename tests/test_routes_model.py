@@ -16,6 +16,7 @@ from harness.routes_model import (
     normalize,
     observed,
     parse_locations,
+    pattern_names,
     predict,
     select,
 )
@@ -114,3 +115,18 @@ def test_normalized_paths_are_canonical(segments: list[str]) -> None:
         assert uri.startswith("/") and "//" not in uri
         assert "/../" not in uri + "/" and "/./" not in uri + "/"
         assert normalize(uri) == uri or "%" in raw
+
+
+def test_names_chosen_against_the_sites_patterns(site: str) -> None:
+    names = pattern_names(parse_locations(site))
+    # the words the shared runbook's locations look for, at both ends of names no real database has
+    assert {"subscribe-stdbc", "stdbc-subscribe", "identity-stdbc"} <= set(names)
+    assert all("stdbc" in n and "/" not in n for n in names)
+    # an unanchored pattern is fooled by one of them: the sql route of a database named so is proxied
+    loose = parse_locations("location ~ /subscribe {\n    proxy_pass http://localhost:3000;\n}\n"
+                            "location / {\n    deny all;\n}\n")
+    leaking = [n for n in pattern_names(loose) if predict(loose, f"/v1/database/{n}/sql") == "backend"]
+    assert leaking == ["subscribe-stdbc"]
+    # the runbook's anchored pattern is not
+    anchored = parse_locations(site)
+    assert all(predict(anchored, f"/v1/database/{n}/sql") != "backend" for n in names)

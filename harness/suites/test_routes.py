@@ -32,6 +32,7 @@ from harness.routes_model import (
     Family,
     observed,
     parse_locations,
+    pattern_names,
     predict,
 )
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
@@ -302,6 +303,21 @@ def test_generated_requests(site, remote, probe, locations, plan: Plan, check: C
             return path + extra
         return path
 
+    chosen = pattern_names(locations)  # names that contain what the site's location patterns look for
+    check.note("names chosen against the site's patterns", ", ".join(chosen) or "(the site has no literal patterns)")
+    names = st.one_of(segment, st.sampled_from(chosen)) if chosen else segment
+    # every closed family once with each chosen name as its database (and reducer): bounded, deterministic
+    leaks = []
+    for family in (f for f in FAMILIES if f.name in MUST_BE_CLOSED and "{" in f.template):
+        for name in chosen:
+            path = family.path(db=name, reducer=name)
+            result = _request(site, probe, family.method, path)
+            who = observed(result)
+            history.append({"method": family.method, "path": path[:160], "status": result.get("status"),
+                            "observed": who, "expected": predict(locations, path), "family": family.name})
+            if who == "backend":
+                leaks.append(f"{family.method} {path}")
+
     families = st.sampled_from(FAMILIES)
     kinds = st.sampled_from(["none", "case", "slash", "double", "dot", "encoded", "query", "long", "prefix",
                              "suffix"])
@@ -310,15 +326,20 @@ def test_generated_requests(site, remote, probe, locations, plan: Plan, check: C
     @seed(run_seed)
     @settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(families, kinds, segment, st.integers(0, 9), methods, segment)
-    def prop(family: Family, kind: str, extra: str, n: int, method: str, db: str) -> None:
+    @given(families, kinds, names, st.integers(0, 9), methods, names, names)
+    def prop(family: Family, kind: str, extra: str, n: int, method: str, db: str, reducer: str) -> None:
         if time.monotonic() - started > HYPOTHESIS_SECONDS:
             return
-        path = mutate(family.path(db=db), kind, extra, n)
+        path = mutate(family.path(db=db, reducer=reducer), kind, extra, n)
         result = _request(site, probe, method, path)
         who, expected = observed(result), predict(locations, path)
         history.append({"method": method, "path": path[:160], "status": result.get("status"), "observed": who,
-                        "expected": expected})
+                        "expected": expected, "family": family.name})
+        if family.name in MUST_BE_CLOSED and kind in ("none", "query"):
+            # the path is still that family's route for the server: whatever the site's patterns say, a closed
+            # family must never reach it
+            assert who != "backend", (f"{method} {path[:120]}: the closed route family {family.name} reached the "
+                                      f"backend (a location pattern lets this name through)")
         if expected == "backend":
             assert who == "backend", f"{method} {path[:120]}: expected the backend, got {who}"
         elif expected == "denied":
@@ -327,6 +348,8 @@ def test_generated_requests(site, remote, probe, locations, plan: Plan, check: C
             assert who != "backend", f"{method} {path[:120]}: reached the backend"
 
     try:
+        assert not leaks, (f"closed route families reached the backend with names the site's location patterns "
+                           f"look for: {'; '.join(leaks[:6])}{' ...' if len(leaks) > 6 else ''}")
         prop()
     except ExceptionGroup as group:  # several distinct falsifying examples: report them all as the failure
         raise AssertionError("; ".join(str(e).splitlines()[0] for e in group.exceptions)) from None
