@@ -78,6 +78,7 @@ def _judge_history(tmp_path: Path, history: dict) -> dict[str, dict]:
     import subprocess
     import sys
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     hist = tmp_path / "history.json"
     hist.write_text(json.dumps(history))
     state = tmp_path / "state.json"
@@ -110,6 +111,59 @@ def test_a_drill_that_did_not_apply_is_not_applicable_everywhere(tmp_path: Path)
     assert len(checks) == 14
     assert {c["outcome"] for c in checks.values()} == {"not-applicable"}
     assert all("no restore procedure" in c["message"] for c in checks.values())
+
+
+def _restore_history(steps: list[dict], verify: dict) -> dict:
+    events = [{"name": "seed"}, {"name": "snapshot", "method": "qemu block copy", "service_before": "MainPID=10",
+                                 "service_after": "MainPID=10", "acked_before": 5, "acked_when_finished": 9},
+              {"name": "recovery_prepared", "ok": True, "steps": []},
+              {"name": "restore", "steps": [*steps, {"index": 9, "kind": "console", "line": 30,
+                                                     "action": "verify_query", "summary": "verify", "status": "ok",
+                                                     "performed_by": "kit", **verify}]}]
+    return {"applicable": True, "backend": "vm", "consistency": "crash-consistent: test", "crash_consistent": True,
+            "events": events}
+
+
+CONSOLE = {"index": 1, "kind": "console", "line": 20, "action": "attach_volume", "summary": "attach", "status": "ok",
+           "performed_by": "kit (vm backend)"}
+SHELL = {"index": 2, "kind": "shell", "line": 24, "action": "", "summary": "sudo systemctl start spacetimedb",
+         "status": "ok", "results": []}
+
+
+def test_steps_the_kit_performs_are_adaptations_never_passed_checks(tmp_path: Path) -> None:
+    placeholder = {"runbook_command": "spacetime sql ...", "query": "SELECT 1"}
+    checks = _judge_history(tmp_path, _restore_history([CONSOLE], placeholder))
+    steps, verify = checks["backup_restore.restore-steps-succeed"], checks["backup_restore.verify-query"]
+    assert steps["outcome"] == "not-applicable" and "performed by the kit" in steps["message"], steps
+    assert verify["outcome"] == "not-applicable" and "cannot run as written" in verify["message"], verify
+    snapshot = checks["backup_restore.snapshot-while-writing"]
+    assert snapshot["outcome"] == "not-applicable" and "taken by the kit" in snapshot["message"]
+    assert snapshot["required"] is False
+    # a kit step that failed is still red: an adaptation can fail
+    failed = _judge_history(tmp_path / "f", _restore_history([{**CONSOLE, "status": "failed", "error": "no disk"}],
+                                                             placeholder))
+    assert failed["backup_restore.restore-steps-succeed"]["outcome"] == "failed"
+
+
+def test_the_runbooks_own_steps_and_verification_are_what_is_judged(tmp_path: Path) -> None:
+    ran = {"runbook_command": "sudo -u spacetimedb /stdb/spacetime sql -s local probe 'SELECT 1'",
+           "runbook_result": {"exit_status": 0, "stdout": "1\n", "stderr": ""}}
+    checks = _judge_history(tmp_path, _restore_history([CONSOLE, SHELL], ran))
+    assert checks["backup_restore.restore-steps-succeed"]["outcome"] == "passed"
+    assert checks["backup_restore.verify-query"]["outcome"] == "passed"
+    broken = {**ran, "runbook_result": {"exit_status": 1, "stdout": "", "stderr": "no such database"}}
+    checks = _judge_history(tmp_path / "b", _restore_history([CONSOLE, SHELL], broken))
+    verify = checks["backup_restore.verify-query"]
+    assert verify["outcome"] == "failed" and "no such database" in verify["message"]
+
+
+def test_placeholders_in_a_verification_command_are_not_run() -> None:
+    from harness.scenarios.restore_drill import runnable_as_written
+
+    assert not runnable_as_written("spacetime sql ...")
+    assert not runnable_as_written("spacetime sql <database-name> 'SELECT 1'")
+    assert not runnable_as_written("")
+    assert runnable_as_written("spacetime sql -s local probe 'SELECT * FROM seq LIMIT 1'")
 
 
 class _Timer:

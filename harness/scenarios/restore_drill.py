@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -132,6 +133,15 @@ def restore_flow(plan: Any) -> list[Any]:
     flow = steps[starts[-1]:]
     return [s for s in flow if s.kind.value == "console" or s.runs]
 
+
+
+PLACEHOLDER = re.compile(r"\.\.\.|<[^>]+>|YOUR_|\bDATABASE\b|\bQUERY\b")
+
+
+def runnable_as_written(command: str) -> bool:
+    """A runbook's verification command that can run as written: not empty and no placeholder (`...`,
+    `<database>`, YOUR_...)."""
+    return bool(command.strip()) and PLACEHOLDER.search(command) is None
 
 class _Drill:
     def __init__(self, lab: Testbed, state: dict[str, Any], plan: Any, flow: list[Any], history: dict[str, Any],
@@ -472,8 +482,16 @@ class _Drill:
             from fixtures.conformance_seed import seq_payload
 
             found = res.ok and seq_payload(int(last)) in res.stdout
-            return {"status": "ok" if found else "failed", "performed_by": "kit (the runbook's `spacetime sql`)",
-                    "query": query, "expected_payload": seq_payload(int(last)), "results": [res.to_dict()]}
+            entry: dict[str, Any] = {
+                "status": "ok" if found else "failed", "performed_by": "kit (its own query through the CLI)",
+                "query": query, "expected_payload": seq_payload(int(last)), "results": [res.to_dict()]}
+            # the runbook's own verification, verbatim, when it is a command that can run as written
+            command = str(step.params.get("command") or "")
+            entry["runbook_command"] = command
+            if runnable_as_written(command):
+                mine = host.run(command, timeout=120)
+                entry["runbook_result"] = mine.to_dict()
+            return entry
         return {"status": "manual", "performed_by": "nobody", "detail": f"no provider for console action {action!r}"}
 
     def blank_volume(self) -> Path:

@@ -124,7 +124,7 @@ def test_seeded(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> No
     assert out.get("ok") and out.get("rows", 0) >= 10_000, f"seeding failed: {out.get('failure') or out}"
 
 
-@pytest.mark.check("backup_restore.snapshot-while-writing", mutates=DRILL_CHANGES,
+@pytest.mark.check("backup_restore.snapshot-while-writing", mutates=DRILL_CHANGES, required=False,
                    claim="a point-in-time snapshot of the data volume is "
                    "taken while the database is written, with no service stop")
 def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
@@ -137,15 +137,18 @@ def test_snapshot_while_writing(history: dict[str, Any], plan: Plan, check: Chec
                                                       "last_acked_when_finished", "service_before",
                                                       "service_after", "writer")})
     check.note("consistency", history.get("consistency", ""))
-    if not history.get("crash_consistent"):
-        check.not_applicable(f"this backend's snapshot is {history.get('consistency')}: the restore flow and the "
-                             "data checks are judged on that copy")
     before, after = (re.search(r"MainPID=(\d+)", event.get(k) or "") for k in ("service_before", "service_after"))
+    # what the service did meanwhile is the host's, and can fail: a service that stopped is red
     assert before and after and before.group(1) == after.group(1) != "0", \
         f"the service did not keep running through the snapshot: {event.get('service_before')!r} -> " \
         f"{event.get('service_after')!r}"
     assert event.get("acked_before", 0) > 0 and event.get("acked_when_finished", 0) > event["acked_before"], \
         "the writer acknowledged no writes while the snapshot was taken (not a snapshot while writing)"
+    # the snapshot itself is the kit's (in place of AWS Backup's EBS snapshot): an adaptation, never a pass
+    check.not_applicable(f"the snapshot was taken by the kit ({event.get('method') or 'lab mechanism'}; "
+                         f"{history.get('consistency')}) in place of the runbook's AWS Backup / EBS snapshot: it "
+                         f"proves the lab's mechanism, not the runbook's backup; the restore checks judge what "
+                         f"was restored from it")
 
 
 @pytest.mark.check("backup_restore.recovery-host-prepared", mutates=DRILL_CHANGES,
@@ -166,9 +169,19 @@ def test_restore_steps(history: dict[str, Any], plan: Plan, check: CheckRecorder
     event = _require(history, "restore")
     check.ref(_flow_step(plan, action="restore_volume_from_snapshot"))
     check.note("restore flow", event["steps"])
+    # a console step (new volume, attach, mount, the verification) is performed by the kit for the runbook:
+    # an adaptation whose failure is red, but whose success proves nothing about the runbook
+    performed = [s for s in event["steps"] if s.get("kind") == "console"]
+    own = [s for s in event["steps"] if s.get("kind") != "console"]
+    check.note("performed by the kit for the runbook (adaptations, not graded as passed)",
+               [f"line {s['line']}: {s['summary']} ({s.get('performed_by', 'kit')}): {s.get('status')}"
+                for s in performed])
     bad = [s for s in event["steps"] if s.get("status") not in ("ok",)]
     assert not bad, "; ".join(f"step {s['index']} (line {s['line']}) {s['summary']!r}: {s.get('status')} "
                               f"{(s.get('error') or _stderr(s))[:200]}" for s in bad)
+    if not own:
+        check.not_applicable("the restore flow has no command the runbook runs itself: every step was performed "
+                             "by the kit in its place (adaptations), which proves the lab, not the runbook")
 
 
 def _stderr(step: dict[str, Any]) -> str:
@@ -201,9 +214,19 @@ def test_verify_query(history: dict[str, Any], plan: Plan, check: CheckRecorder)
     check.ref(_flow_step(plan, action="verify_query"))
     if step is None:
         check.not_applicable("the restore flow has no verification query step")
-    check.note("verification query", step)
-    assert step.get("status") == "ok", f"`{step.get('query')}` did not return the row written before the " \
-        f"snapshot ({step.get('expected_payload')}): {_stderr(step)[:300]}"
+    check.note("the kit's own query (evidence of the data, not the runbook's verification)",
+               {k: step.get(k) for k in ("query", "expected_payload", "status", "results")})
+    command = step.get("runbook_command") or ""
+    result = step.get("runbook_result")
+    if result is None:
+        check.not_applicable(f"the runbook's verification `{command or '(none)'}` cannot run as written (it names "
+                             f"no database or query): there is no runbook verification to judge; the kit's own "
+                             f"query is recorded as evidence")
+    check.note("the runbook's verification, run as written on the recovery host", result)
+    out = (result.get("stdout") or "").strip()
+    assert result.get("exit_status") == 0, (f"the runbook's verification `{command}` failed (exit "
+                                            f"{result.get('exit_status')}): {(result.get('stderr') or out)[-300:]}")
+    assert out, f"the runbook's verification `{command}` printed nothing"
 
 
 # ---------------------------------------------------------------- the oracle
