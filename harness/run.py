@@ -237,6 +237,7 @@ def run(options: RunOptions, progress: Progress) -> int:
             report.finished = _now()
             paths = write_reports(report, options.report_dir)
             _copy_transcript(workdir, options.report_dir)
+            _keep_histories(workdir, options.report_dir)
             _remove_tree(workdir)
             if not options.keep_lab:
                 runs.unregister(run_id)
@@ -372,6 +373,8 @@ def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport
 
 def _scenario_summaries(state_path: Path) -> dict[str, Any]:
     """Per scenario: applicable or why not, error, and each event's boot id and duration (boot times)."""
+    from harness.scenarios import summarize
+
     state = json.loads(state_path.read_text())
     found: dict[str, Any] = {}
     for suite, path in (state.get("histories") or {}).items():
@@ -386,7 +389,7 @@ def _scenario_summaries(state_path: Path) -> dict[str, Any]:
                         **({"boot_timing": e["probes"]["boot_timing"]["output"]}
                            if e.get("probes", {}).get("boot_timing") else {})}
                        for e in history.get("events", [])],
-            **(history.get("summary") or {})}
+            **summarize(suite, history, Path(path).parent)}
     return found
 
 
@@ -683,6 +686,38 @@ def _copy_transcript(workdir: Path, report_dir: Path) -> None:
         if src.exists():
             report_dir.mkdir(parents=True, exist_ok=True)
             (report_dir / name).write_text(redact_text(src.read_text()))
+
+
+# what a finished run keeps of its recording (REPORT_DIR/histories/): the plan, the run state and every
+# scenario's history with the files it names (relative to it); never a volume image or a token
+KEPT_RECORDINGS = ("plan.json", "history-*.json", "restore-drill/expected.json", "restore-drill/original.json",
+                   "restore-drill/restored.json", "restore-drill/ack.jsonl", "restore-drill/livecopy-*.json")
+
+
+def _keep_histories(workdir: Path, report_dir: Path) -> None:
+    """The run's recordings, redacted, in REPORT_DIR/histories/: a finished run can be judged again from them,
+    and a fixed checker tried on old runs. The run state's paths are rewritten relative to that folder."""
+    from harness.redact import redact_text
+
+    out = report_dir / "histories"
+    for pattern in KEPT_RECORDINGS:
+        for src in workdir.glob(pattern):
+            dest = out / src.relative_to(workdir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(redact_text(src.read_text(errors="replace")))
+    state_path = workdir / "lab-state.json"
+    if not state_path.exists():
+        return
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError:
+        return
+    state["histories"] = {suite: Path(path).name for suite, path in (state.get("histories") or {}).items()}
+    for key in ("plan", "runbook", "transcript", "workdir"):
+        if isinstance(state.get(key), str) and state[key].startswith(str(workdir)):
+            state[key] = str(Path(state[key]).relative_to(workdir))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lab-state.json").write_text(redact_text(json.dumps(state, indent=1, default=str)))
 
 
 def _remove_tree(path: Path) -> None:

@@ -455,3 +455,46 @@ def test_a_live_copy_is_described_not_judged(expected: dict, intact: dict, plan:
     assert seen["seq"]["acked_before_copy"] == 31 and seen["seq"]["missing"] == [9]
     fine = fidelity.judge_live_copy(expected=expected, started=True, restored=intact, ack_log=ack_log(range(1, 51)))
     assert fine["outcome"] == "consistent"
+
+
+# ------------------------------------------------------------------ the generator records, the suite judges
+
+
+def _recorded_drill(root: Path, expected: dict[str, Any], restored: dict[str, Any]) -> dict[str, Any]:
+    """A drill's history as the generator leaves it: no verdict, its files next to it (relative paths)."""
+    from harness.scenarios.restore_drill import WORK_NAME
+
+    work = root / WORK_NAME
+    work.mkdir(parents=True)
+    (work / "expected.json").write_text(json.dumps(expected))
+    (work / "restored.json").write_text(json.dumps(restored))
+    (work / "ack.jsonl").write_text(ack_log(range(1, 51)))
+    (work / "livecopy-0.json").write_text(json.dumps(restored))
+    history = {"applicable": True, "events": [{"name": "verify"}], "last_acked_before_snapshot": 45,
+               "token_check": TOKEN_OK, "writer_identity": WRITER, "timestamps": {},
+               "files": {"expected": f"{WORK_NAME}/expected.json", "restored": f"{WORK_NAME}/restored.json",
+                         "ack_log": f"{WORK_NAME}/ack.jsonl"},
+               "live_copy_results": [{"started": True, "restored_file": f"{WORK_NAME}/livecopy-0.json",
+                                      "copy_started_at": 1000.0, "copy_finished_at": 1000.2}]}
+    (root / "history-backup_restore.json").write_text(json.dumps(history))
+    return history
+
+
+def test_a_recorded_drill_is_judged_from_its_files_not_from_a_stored_verdict(
+        tmp_path: Path, expected: dict[str, Any], intact: dict[str, Any], plan: seed.SeedPlan) -> None:
+    from harness.scenarios.restore_drill import judged, summarize
+
+    history = _recorded_drill(tmp_path / "good", expected, intact)
+    assert "verdict" not in history  # the generator stores no verdict
+    verdict = judged(history, tmp_path / "good")["verdict"]
+    assert verdict == judge(expected, intact, timestamps={})  # the same oracle on the same inputs
+    assert summarize(history, tmp_path / "good")["restore"]["live_copies"][0]["outcome"]
+    # the same recording moved elsewhere (a report dir) judges the same: paths are relative
+    moved = tmp_path / "moved"
+    (tmp_path / "good").rename(moved)
+    assert judged(history, moved)["verdict"] == verdict
+    # a restore that lost a table: the judge sees it from the recorded dump
+    lossy = dict(intact)
+    lossy["floats"] = {**lossy["floats"], "rows": []}
+    bad = judged(_recorded_drill(tmp_path / "bad", expected, lossy), tmp_path / "bad")["verdict"]
+    assert prop(bad, "baseline_rows_identical")["ok"] is False

@@ -50,3 +50,31 @@ def test_the_plan_round_trips_losslessly_for_every_test_runbook() -> None:
         assert Plan.from_state(plan.to_state()) == plan, path.name
         planned += 1
     assert planned >= 5
+
+
+def test_a_finished_run_keeps_its_recordings_in_the_report_dir(tmp_path: Path) -> None:
+    """The plan, the run state and the histories with the files they name stay (redacted, paths relative);
+    volume images and tokens do not."""
+    import json
+
+    from harness.run import _keep_histories
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "restore-drill").mkdir(parents=True)
+    (work / "plan.json").write_text("{}")
+    (work / "history-backup_restore.json").write_text('{"files": {"expected": "restore-drill/expected.json"}}')
+    (work / "restore-drill" / "expected.json").write_text("{}")
+    (work / "restore-drill" / "snapshot.vol").write_bytes(b"\0" * 1024)
+    (work / "restore-drill" / "token.json").write_text('{"token": "secret"}')
+    (work / "lab-state.json").write_text(json.dumps({
+        "plan": str(work / "plan.json"), "workdir": str(work),
+        "histories": {"backup_restore": str(work / "history-backup_restore.json")},
+        "aws_secret": "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}))
+    _keep_histories(work, out)
+    kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert kept == ["histories/history-backup_restore.json", "histories/lab-state.json", "histories/plan.json",
+                    "histories/restore-drill/expected.json"]
+    state = json.loads((out / "histories" / "lab-state.json").read_text())
+    assert state["histories"] == {"backup_restore": "history-backup_restore.json"}
+    assert state["plan"] == "plan.json" and state["workdir"] == "."
+    assert "wJalrXUtnFEMI" not in (out / "histories" / "lab-state.json").read_text()

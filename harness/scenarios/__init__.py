@@ -76,10 +76,27 @@ def generate(suite: str, *, lab: Testbed, state_path: Path, timer: Any, progress
 
 
 def load_history(state: dict[str, Any], suite: str) -> dict[str, Any] | None:
+    """`suite`'s recorded history as its generator left it (judge it with the scenario's own judge)."""
+    path = history_path(state, suite)
+    return json.loads(path.read_text()) if path is not None else None
+
+
+def history_path(state: dict[str, Any], suite: str) -> Path | None:
+    """Where `suite`'s history is (the files it names are relative to its folder); None when none was recorded."""
     path = (state.get("histories") or {}).get(suite)
-    if not path or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
+    return Path(path) if path and Path(path).exists() else None
+
+
+def summarize(suite: str, history: dict[str, Any], base: Path) -> dict[str, Any]:
+    """What the report shows of a scenario beyond its events: the scenario module's `summarize(history, base)`
+    (judging what it recorded), else the history's own `summary`."""
+    module_name = GENERATORS.get(suite)
+    try:
+        module = importlib.import_module(module_name) if module_name else None
+    except Exception:  # noqa: BLE001 - a broken scenario module was reported when it ran
+        module = None
+    hook = getattr(module, "summarize", None)
+    return hook(history, base) if hook is not None else dict(history.get("summary") or {})
 
 
 def observe(target: Target, probes: dict[str, str], *, timeout: float = 120.0) -> dict[str, dict[str, Any]]:

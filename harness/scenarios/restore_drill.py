@@ -58,6 +58,7 @@ WRITE_AFTER_SNAPSHOT_SECONDS = 3.0
 LIVE_COPIES = 2
 LIVE_COPY_PORT = 3101
 DROPPED_TABLE = "floats"
+WORK_NAME = "restore-drill"  # the drill's recorded files, next to its history (relative paths in the history)
 MUTANTS = ("wrong-volume", "drop-table")
 
 
@@ -91,8 +92,49 @@ def generate(lab: Testbed, state: dict[str, Any], progress: Progress) -> dict[st
         progress(f"restore drill: {history['error']}")
     finally:
         drill.cleanup()
-    history["summary"] = {"restore": summary(history)}
     return history
+
+
+def judged(history: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The history with the oracle's verdicts, computed from what the drill recorded (its files relative to
+    `base`, the history's folder): the generator records, this judges (Jepsen's split), so a finished run can be
+    judged again and a fixed checker tried on old runs."""
+    from harness.fidelity import judge_live_copy, judge_restore
+
+    files = history.get("files") or {}
+    if not history.get("applicable") or "expected" not in files:
+        return history
+
+    def load(key: str) -> Any:
+        path = base / files[key] if files.get(key) else None
+        if path is None or not path.is_file():
+            return None
+        text = path.read_text()
+        return text if key == "ack_log" else json.loads(text)
+
+    expected, ack_log = load("expected"), load("ack_log") or ""
+    out = dict(history)
+    if any(e.get("name") == "verify" for e in history.get("events", [])):
+        out["verdict"] = judge_restore(
+            expected=expected, restored=load("restored") or {}, ack_log=ack_log,
+            last_acked_before_snapshot=history.get("last_acked_before_snapshot"), original=load("original"),
+            token_check=history.get("token_check"), timestamps=history.get("timestamps"),
+            writer_identity=history.get("writer_identity"))
+    copies = []
+    for copy in history.get("live_copy_results", []):
+        copy_file = base / copy["restored_file"] if copy.get("restored_file") else None
+        restored = json.loads(copy_file.read_text()) if copy_file is not None and copy_file.is_file() else None
+        copies.append({**copy, "verdict": judge_live_copy(
+            expected=expected, started=bool(copy.get("started")), restored=restored, ack_log=ack_log,
+            copy_started_at=copy.get("copy_started_at"), copy_finished_at=copy.get("copy_finished_at"),
+            server_output=copy.get("server_output", ""))})
+    out["live_copy_results"] = copies
+    return out
+
+
+def summarize(history: dict[str, Any], base: Path) -> dict[str, Any]:
+    """What the run's report shows of the drill, from its judged history."""
+    return {"restore": summary(judged(history, base))}
 
 
 def summary(history: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +189,7 @@ class _Drill:
     def __init__(self, lab: Testbed, state: dict[str, Any], plan: Any, flow: list[Any], history: dict[str, Any],
                  progress: Progress) -> None:
         self.lab, self.state, self.plan, self.flow, self.h, self.progress = lab, state, plan, flow, history, progress
-        self.work = Path(state["workdir"]) / "restore-drill"
+        self.work = Path(state["workdir"]) / WORK_NAME
         self.work.mkdir(parents=True, exist_ok=True)
         self.target = lab.target
         self.recovery: RecoveryHost | None = None
@@ -213,7 +255,7 @@ class _Drill:
         seed_plan = seed.build_plan(seed_value)
         expected = seed.expected_baseline(seed_plan)
         (self.work / "expected.json").write_text(json.dumps(expected))
-        self.h["expected"] = str(self.work / "expected.json")
+        self.h["files"] = {"expected": f"{WORK_NAME}/expected.json"}
         self.h["seed"] = seed_value
         self.h["expected_tables"] = {t: {"count": v["count"], "checksum": v["checksum"]}
                                      for t, v in expected["tables"].items()}
@@ -244,7 +286,7 @@ class _Drill:
                               timeout=300)
         if original["exit_status"] == 0:
             self.fetch(self.target, f"{DRILL_DIR}/original.json", "original.json")
-            self.h["original"] = str(self.work / "original.json")
+            self.h["files"]["original"] = f"{WORK_NAME}/original.json"
 
         # 2. writer + live copies
         self.progress("restore drill: background writer on, copying the live /stdb while it writes ...")
@@ -289,7 +331,7 @@ class _Drill:
                                          timeout=30).stdout.strip()
         log_text = self.ack_log()
         (self.work / "ack.jsonl").write_text(log_text)
-        self.h["ack_log"] = str(self.work / "ack.jsonl")
+        self.h["files"]["ack_log"] = f"{WORK_NAME}/ack.jsonl"
         log = parse_ack_log(log_text)
         self.event("snapshot", method=self.h["consistency"], source=source, image=str(snapshot),
                    seconds=round(snapshot_finished - snapshot_started, 2), job_seconds=round(job_seconds, 2),
@@ -302,9 +344,8 @@ class _Drill:
         self.h["timestamps"] = {"snapshot_started": snapshot_started, "snapshot_finished": snapshot_finished}
         self.h["last_acked_before_snapshot"] = last_acked
 
-        # the live copies, each started on its own port (evidence)
-        self.h["live_copy_results"] = [self.judge_live_copy(c, expected, log_text, n)
-                                       for n, c in enumerate(copies)]
+        # the live copies, each started on its own port (evidence, judged with the rest by the suite)
+        self.h["live_copy_results"] = [self.record_live_copy(c, n) for n, c in enumerate(copies)]
 
         # 4. recovery host prepared by the runbook
         self.restore(snapshot, expected, seed, mutant)
@@ -329,10 +370,8 @@ class _Drill:
         `restored`, started (the backend does it)."""
         return host.replace_volume(restored)
 
-    def judge_live_copy(self, copy: dict[str, Any], expected: dict[str, Any], log_text: str,
-                        number: int) -> dict[str, Any]:
+    def record_live_copy(self, copy: dict[str, Any], number: int) -> dict[str, Any]:
         from fixtures import conformance_seed as seed
-        from harness.fidelity import judge_live_copy
 
         port = LIVE_COPY_PORT + number
         root = copy["path"]
@@ -344,30 +383,28 @@ class _Drill:
         wait = self.target.run(f"for i in $(seq 40); do c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 "
                                f"{url}/v1/ping); [ \"$c\" = 200 ] && break; sleep 1; done; echo $c", timeout=300)
         started = wait.stdout.strip() == "200"
-        restored = None
+        restored_file = ""
         if started:
             dump = self.agent(self.target, "dump", "--db", DB, "--token-file", f"{DRILL_DIR}/token.json",
                               "--tables", ",".join(seed.ALL_TABLE_NAMES), "--out", f"{DRILL_DIR}/livecopy.json",
                               timeout=300, url=url)
             if dump["exit_status"] in (0, 1):
                 try:
-                    restored = json.loads(self.target.read_file(f"{DRILL_DIR}/livecopy.json"))
-                except (LabError, FileNotFoundError, ValueError):
-                    restored = None
+                    self.fetch(self.target, f"{DRILL_DIR}/livecopy.json", f"livecopy-{number}.json")
+                    restored_file = f"{WORK_NAME}/livecopy-{number}.json"
+                except (LabError, FileNotFoundError):
+                    restored_file = ""
         server_log = self.target.run(f"tail -40 {root}.log", timeout=30).stdout
         pid = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
         if pid.isdigit():  # setsid made the server's own session: end exactly that session
             self.target.run(f"pkill -TERM -s {pid}; for i in $(seq 20); do pgrep -s {pid} >/dev/null || break; "
                             f"sleep 0.5; done; pkill -KILL -s {pid}; true", timeout=60)
         self.target.run(f"rm -rf {root} {root}.log", timeout=120)
-        verdict = judge_live_copy(expected=expected, started=started, restored=restored, ack_log=log_text,
-                                  copy_started_at=copy["copy_started_at"], copy_finished_at=copy["copy_finished_at"],
-                                  server_output=server_log)
-        return {**copy, "port": port, "started": started, "verdict": verdict}
+        return {**copy, "port": port, "started": started, "restored_file": restored_file,
+                "server_output": server_log}
 
     def restore(self, snapshot: Path, expected: dict[str, Any], seed: Any, mutant: str) -> None:
         from harness.apply import apply_plan, apply_step
-        from harness.fidelity import judge_restore
 
         self.progress(f"restore drill: recovery host: a fresh {self.lab.backend.scheme} host prepared by the "
                       f"runbook ...")
@@ -426,24 +463,17 @@ class _Drill:
         dump = self.agent(host, "dump", "--db", DB, "--token-file", f"{DRILL_DIR}/token.json",
                           "--tables", ",".join(seed.ALL_TABLE_NAMES), "--out", f"{DRILL_DIR}/restored.json",
                           timeout=300)
-        restored: dict[str, Any] = {}
         try:
-            restored = json.loads(self.fetch(host, f"{DRILL_DIR}/restored.json", "restored.json").read_text())
-        except (LabError, FileNotFoundError, ValueError):
-            restored = {}
+            self.fetch(host, f"{DRILL_DIR}/restored.json", "restored.json")
+            self.h["files"]["restored"] = f"{WORK_NAME}/restored.json"
+        except (LabError, FileNotFoundError):
+            pass
         self.h["timestamps"]["data_verified"] = time.time()
         token_check = self.agent(host, "verify-token", "--token-file", f"{DRILL_DIR}/token.json", "--db", DB)
         self.event("verify", ready=ready, dump={k: v for k, v in dump.items() if k != "out"} |
                    {"ok": dump["out"].get("ok")}, token_check=token_check)
-        original = json.loads(Path(self.h["original"]).read_text()) if self.h.get("original") else None
-        verdict = judge_restore(expected=expected, restored=restored, ack_log=(self.work / "ack.jsonl").read_text(),
-                                last_acked_before_snapshot=self.h.get("last_acked_before_snapshot"),
-                                original=original, token_check=token_check["out"] or None,
-                                timestamps=self.h["timestamps"], writer_identity=self.h.get("writer_identity"))
-        self.h["verdict"] = verdict
-        self.progress(f"restore drill: oracle {verdict['verdict']}; RTO "
-                      f"{verdict['measurements'].get('rto_verified_seconds')} s, loss window "
-                      f"{verdict['measurements'].get('loss_window_seq')} acknowledged writes")
+        self.h["token_check"] = token_check["out"] or None
+        self.progress("restore drill: restored database dumped; the suite judges it")
 
     def console_action(self, step: Any, recovery: RecoveryHost, host: Target, snapshot: Path,
                        restored_volume: Path, mutant: str) -> dict[str, Any]:

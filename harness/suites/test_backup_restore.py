@@ -22,7 +22,8 @@ import pytest
 
 from harness.model import Plan, SourceRef, StepKind
 from harness.pytest_plugin import CheckRecorder
-from harness.scenarios import load_history
+from harness.scenarios import history_path, load_history
+from harness.scenarios.restore_drill import judged
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 DRILL_CHANGES = "the restore drill: seeds a database, writes to it and snapshots the volume"
@@ -30,8 +31,12 @@ DRILL_CHANGES = "the restore drill: seeds a database, writes to it and snapshots
 
 @pytest.fixture(scope="module")
 def history(run_state: dict[str, Any]) -> dict[str, Any]:
+    """The drill's recorded history, judged here by the oracle (the generator only records)."""
     found = load_history(run_state, "backup_restore")
-    return found or {"applicable": False, "reason": "the restore drill did not run in this run", "events": []}
+    path = history_path(run_state, "backup_restore")
+    if found is None or path is None:
+        return {"applicable": False, "reason": "the restore drill did not run in this run", "events": []}
+    return judged(found, path.parent)
 
 
 @pytest.fixture(autouse=True)
