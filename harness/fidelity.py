@@ -27,6 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeGuard
 
 from fixtures.conformance_seed import (
@@ -217,32 +218,29 @@ def _gaps(seqs: list[int], start: int, top: int) -> list[int]:
 # ------------------------------------------------------------------ judge a restore
 
 
-def judge_restore(
-    *,
-    expected: dict[str, Any],
-    restored: dict[str, Any],
-    ack_log: AckLog | str | Iterable[Any] | None,
-    last_acked_before_snapshot: int | None,
-    max_attempted: int | None = None,
-    original: dict[str, Any] | None = None,
-    token_check: dict[str, Any] | None = None,
-    timestamps: dict[str, float] | None = None,
-    seq_start: int = 1,
-    writer_identity: str | None = None,
-    max_examples: int = 3,
-) -> dict[str, Any]:
-    """Judge the restored database against the baseline, the original (optional) and the writer's log.
+@dataclass
+class RestoreInputs:
+    """What the oracle judges: the drill's recording of one restore."""
 
-    `last_acked_before_snapshot`: the seq of the last write acknowledged before the snapshot began
-    (`last_acked_before(log, timestamps["snapshot_started"])`); None = the drill did not record it.
-    `max_attempted`: the highest seq the writer attempted (default: from the log).
-    """
-    log = parse_ack_log(ack_log)
-    if max_attempted is None:
-        max_attempted = log.max_attempted_seq
-    properties = []
+    expected: dict[str, Any]
+    restored: dict[str, Any]
+    log: AckLog
+    last_acked_before_snapshot: int | None
+    max_attempted: int | None
+    original: dict[str, Any] | None
+    token_check: dict[str, Any] | None
+    seq_start: int
+    writer_identity: str | None
+    max_examples: int
 
-    # schema
+    @cached_property
+    def restored_seq(self) -> SeqRows:
+        return seq_rows(self.restored)
+
+
+def schema_identical(inp: RestoreInputs) -> dict[str, Any]:
+    """The restored tables and column types are the baseline's (and the original dump's, when given)."""
+    expected, restored, original = inp.expected, inp.restored, inp.original
     schema = compare_schema(expected.get("schema") or {}, restored)
     original_schema = None
     if original is not None:
@@ -259,7 +257,7 @@ def judge_restore(
         parts.append("columns differ: " + ", ".join(d["table"] for d in schema["column_differences"]))
     if original_schema:
         parts.append("differs from the original: " + ", ".join(d["table"] for d in original_schema))
-    properties.append(
+    return (
         _prop(
             "schema_identical",
             schema_ok,
@@ -270,7 +268,10 @@ def judge_restore(
         )
     )
 
-    # baseline rows
+
+def baseline_rows_identical(inp: RestoreInputs) -> dict[str, Any]:
+    """Every baseline table is restored with its row count and content checksum."""
+    expected, restored, max_examples = inp.expected, inp.restored, inp.max_examples
     per_table = {}
     mismatched = []
     total_rows = 0
@@ -301,7 +302,7 @@ def judge_restore(
             )
         total_rows += found["count"]
         per_table[table] = info
-    properties.append(
+    return (
         _prop(
             "baseline_rows_identical",
             not mismatched,
@@ -312,10 +313,13 @@ def judge_restore(
         )
     )
 
-    # original rows present (when a dump of the original before the snapshot is given)
-    restored_seq = seq_rows(restored)
+
+def original_rows_present(inp: RestoreInputs) -> dict[str, Any]:
+    """Every row of the dump taken before the snapshot (when given) is in the restore."""
+    expected, restored, original, max_examples = inp.expected, inp.restored, inp.original, inp.max_examples
+    restored_seq = inp.restored_seq
     if original is None:
-        properties.append(_prop("original_rows_present", None, "no dump of the original was given", {}, required=False))
+        return (_prop("original_rows_present", None, "no dump of the original was given", {}, required=False))
     else:
         differing = []
         for table in expected.get("tables") or {}:
@@ -340,7 +344,7 @@ def judge_restore(
                 if (r.get("seq"), r.get("payload"), r.get("writer")) not in after_keys
             )
         ok = not differing and not lost
-        properties.append(
+        return (
             _prop(
                 "original_rows_present",
                 ok,
@@ -358,12 +362,17 @@ def judge_restore(
             )
         )
 
-    # seq: gap-free prefix
+
+def seq_gap_free(inp: RestoreInputs) -> dict[str, Any]:
+    """The restored seq rows are exactly seq_start..max, no gap, duplicate or value below the start."""
+    restored = inp.restored
+    max_examples = inp.max_examples
+    restored_seq, seq_start = inp.restored_seq, inp.seq_start
     seqs = restored_seq.seqs
     top = seqs[-1] if seqs else seq_start - 1
     if not restored_seq.present:
         entry = restored.get(SEQ) or {}
-        properties.append(
+        return (
             _prop(
                 "seq_gap_free",
                 False,
@@ -376,7 +385,7 @@ def judge_restore(
         below = [v for v in seqs if v < seq_start]
         gaps = _gaps(seqs, seq_start, top)
         ok = not gaps and not duplicates and not below and not restored_seq.errors
-        properties.append(
+        return (
             _prop(
                 "seq_gap_free",
                 ok,
@@ -395,17 +404,23 @@ def judge_restore(
             )
         )
 
-    # seq: every write acknowledged before the snapshot is present
+
+def acked_writes_present(inp: RestoreInputs) -> dict[str, Any]:
+    """Every write acknowledged before the snapshot began is in the restore."""
+    log, last_acked_before_snapshot = inp.log, inp.last_acked_before_snapshot
+    restored_seq, seq_start = inp.restored_seq, inp.seq_start
+    seqs = restored_seq.seqs
+    top = seqs[-1] if seqs else seq_start - 1
     present = set(seqs)
     if last_acked_before_snapshot is None:
-        properties.append(
+        return (
             _prop("acked_writes_present", None, "the last write acknowledged before the snapshot was not given", {})
         )
     else:
         acked_before = sorted(s for s in log.ack_times if s <= last_acked_before_snapshot)
         absent = [s for s in acked_before if s not in present]
         ok = restored_seq.present and top >= last_acked_before_snapshot and not absent
-        properties.append(
+        return (
             _prop(
                 "acked_writes_present",
                 ok,
@@ -423,7 +438,13 @@ def judge_restore(
             )
         )
 
-    # seq: nothing that was never written
+
+def no_phantom_writes(inp: RestoreInputs) -> dict[str, Any]:
+    """No restored seq row was never written: attempted by the writer, with its payload and writer."""
+    log, max_attempted, writer_identity = inp.log, inp.max_attempted, inp.writer_identity
+    max_examples = inp.max_examples
+    restored_seq, seq_start = inp.restored_seq, inp.seq_start
+    seqs = restored_seq.seqs
     limit = max_attempted if max_attempted is not None else seq_start - 1
     attempted = log.attempted
     never = [s for s in seqs if s > limit or s < seq_start or (attempted and s not in attempted)]
@@ -435,7 +456,7 @@ def judge_restore(
         want_writer = writer_identity.lower().removeprefix("0x").rjust(64, "0")
         bad_writer = [r for r in restored_seq.rows if r.get("writer") != want_writer]
     ok = restored_seq.present and not never and not bad_payload and not bad_writer
-    properties.append(
+    return (
         _prop(
             "no_phantom_writes",
             ok if restored_seq.present else None,
@@ -459,13 +480,16 @@ def judge_restore(
         )
     )
 
-    # token
+
+def token_valid(inp: RestoreInputs) -> dict[str, Any]:
+    """A token issued before the snapshot still authenticates against the restore."""
+    token_check = inp.token_check
     if token_check is None:
-        properties.append(_prop("token_valid", None, "the token was not checked", {}))
+        return (_prop("token_valid", None, "the token was not checked", {}))
     else:
         ok = bool(token_check.get("ok"))
         failed = [c.get("name") for c in token_check.get("checks") or [] if not c.get("ok")]
-        properties.append(
+        return (
             _prop(
                 "token_valid",
                 ok,
@@ -476,8 +500,42 @@ def judge_restore(
             )
         )
 
+
+# the oracle's properties, in the order the report lists them: each a function of the recording
+PROPERTIES = (schema_identical, baseline_rows_identical, original_rows_present, seq_gap_free, acked_writes_present,
+              no_phantom_writes, token_valid)
+
+
+def judge_restore(
+    *,
+    expected: dict[str, Any],
+    restored: dict[str, Any],
+    ack_log: AckLog | str | Iterable[Any] | None,
+    last_acked_before_snapshot: int | None,
+    max_attempted: int | None = None,
+    original: dict[str, Any] | None = None,
+    token_check: dict[str, Any] | None = None,
+    timestamps: dict[str, float] | None = None,
+    seq_start: int = 1,
+    writer_identity: str | None = None,
+    max_examples: int = 3,
+) -> dict[str, Any]:
+    """Judge the restored database against the baseline, the original (optional) and the writer's log: each of
+    PROPERTIES in turn (every property names the function that judged it), then the measurements.
+
+    `last_acked_before_snapshot`: the seq of the last write acknowledged before the snapshot began
+    (`last_acked_before(log, timestamps["snapshot_started"])`); None = the drill did not record it.
+    `max_attempted`: the highest seq the writer attempted (default: from the log).
+    """
+    log = parse_ack_log(ack_log)
+    inputs = RestoreInputs(expected=expected, restored=restored, log=log,
+                           last_acked_before_snapshot=last_acked_before_snapshot,
+                           max_attempted=log.max_attempted_seq if max_attempted is None else max_attempted,
+                           original=original, token_check=token_check, seq_start=seq_start,
+                           writer_identity=writer_identity, max_examples=max_examples)
+    properties = [{**judge(inputs), "checker": f"harness.fidelity.{judge.__name__}"} for judge in PROPERTIES]
     measurements = _measurements(
-        log, restored_seq, seq_start, last_acked_before_snapshot, max_attempted, timestamps or {}
+        log, inputs.restored_seq, seq_start, last_acked_before_snapshot, inputs.max_attempted, timestamps or {}
     )
     if any(p["ok"] is False for p in properties):
         verdict = "fail"

@@ -498,3 +498,14 @@ def test_a_recorded_drill_is_judged_from_its_files_not_from_a_stored_verdict(
     lossy["floats"] = {**lossy["floats"], "rows": []}
     bad = judged(_recorded_drill(tmp_path / "bad", expected, lossy), tmp_path / "bad")["verdict"]
     assert prop(bad, "baseline_rows_identical")["ok"] is False
+
+
+def test_each_property_is_a_function_the_verdict_names(expected: dict[str, Any], intact: dict[str, Any]) -> None:
+    verdict = judge(expected, intact)
+    assert [p["id"] for p in verdict["properties"]] == [f.__name__ for f in fidelity.PROPERTIES]
+    assert all(p["checker"] == f"harness.fidelity.{p['id']}" for p in verdict["properties"])
+    assert all((ast.get_source_segment(SOURCE, node) or "").count("\n") < 80 for node in ast.walk(ast.parse(SOURCE))
+               if isinstance(node, ast.FunctionDef) and node.name in {f.__name__ for f in fidelity.PROPERTIES})
+
+
+SOURCE = (ROOT / "harness" / "fidelity.py").read_text()

@@ -64,7 +64,8 @@ def _property(history: dict[str, Any], pid: str, check: CheckRecorder, plan: Pla
     prop = next((p for p in verdict["properties"] if p["id"] == pid), None)
     assert prop is not None, f"the oracle has no property {pid}"
     _ref_flow(check, plan)
-    check.note(f"oracle: {pid}", {"ok": prop["ok"], "summary": prop["summary"], "evidence": prop.get("evidence")})
+    check.note(f"oracle: {pid}", {"ok": prop["ok"], "summary": prop["summary"], "judged by": prop.get("checker"),
+                                  "evidence": prop.get("evidence")})
     if prop["ok"] is None:
         check.not_applicable(f"the oracle could not decide {pid}: {prop['summary']}")
     return prop
