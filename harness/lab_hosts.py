@@ -113,8 +113,10 @@ def _probe_database(target: Any, run_id: str, lab: dict[str, Any], progress: Pro
     """A database on the kept host for the read-only runs to subscribe to (`--database`), published with the
     kit's probe module (declared; stand-in only: the real server needs a compiled module)."""
     from fixtures.conformance_db import PROBE_DB, ProbeUnavailable, ensure_probe_database
+    from harness.run_state import RunState
 
-    state = {"run_id": run_id, "mutation_allowed": True, "spacetimedb": {"implementation": lab.get("spacetimedb")}}
+    state = RunState(run_id=run_id, backend="", workdir="", runbook="", profile="",
+                     spacetimedb={"implementation": lab.get("spacetimedb")})
     try:
         ensure_probe_database(target, state, _Commands())
     except (ProbeUnavailable, AssertionError) as exc:

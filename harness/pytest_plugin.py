@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from harness.backends.base import Capability
+from harness.errors import KitError
 from harness.model import Plan, SourceRef, Step
 from harness.results import CheckResult, Evidence, Outcome
-from harness.run_state import plan_of_run
+from harness.run_state import RunState, plan_of_run
 from harness.targets.base import CommandResult, Target
 
 NOT_APPLICABLE_PREFIX = "not-applicable: "
@@ -118,8 +119,8 @@ def mutation_allowed(config: pytest.Config) -> bool:
         allowed = True
         if path:
             try:
-                allowed = bool(json.loads(Path(path).read_text()).get("mutation_allowed", True))
-            except (OSError, ValueError):
+                allowed = RunState.load(Path(path)).mutation_allowed
+            except KitError:
                 allowed = False
         config.stash[_MUTATION] = allowed
     return config.stash[_MUTATION]
@@ -174,8 +175,8 @@ def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
         if _DIAG_CONTEXT not in config.stash:
             from harness.testbed import Testbed
 
-            state = json.loads(Path(path).read_text())
-            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Testbed.from_state(state["lab"]).target)
+            state = RunState.load(Path(path))
+            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Testbed.from_state(state.lab).target)
         from harness.diagnostics import gather
 
         plan, target = config.stash[_DIAG_CONTEXT]
@@ -215,24 +216,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def run_state(pytestconfig: pytest.Config) -> dict[str, Any]:
+def run_state(pytestconfig: pytest.Config) -> RunState:
     path = pytestconfig.getoption("--lab-state")
     if not path:
         pytest.fail("no lab state: suites run inside `stdb-conformance run` (or pass --lab-state)")
-    return json.loads(Path(path).read_text())
+    try:
+        return RunState.load(Path(path))
+    except KitError as exc:
+        pytest.fail(exc.one_line())
 
 
 @pytest.fixture(scope="session")
-def plan(run_state: dict[str, Any]) -> Plan:
+def plan(run_state: RunState) -> Plan:
     return plan_of_run(run_state)
 
 
 @pytest.fixture(scope="session")
-def testbed(run_state: dict[str, Any]) -> Testbed:
+def testbed(run_state: RunState) -> Testbed:
     """The run's target backend and (for a host the kit built) the lab's services."""
     from harness.testbed import Testbed
 
-    return Testbed.from_state(run_state["lab"])
+    return Testbed.from_state(run_state.lab)
 
 
 @pytest.fixture(scope="session")
@@ -250,9 +254,9 @@ def target(testbed: Testbed) -> Target:
 
 
 @pytest.fixture(scope="session")
-def capabilities(run_state: dict[str, Any]) -> frozenset[Capability]:
+def capabilities(run_state: RunState) -> frozenset[Capability]:
     """What the run's backend can do (as the run decided it: mutation only where allowed)."""
-    return frozenset(Capability(c) for c in run_state.get("capabilities", []))
+    return frozenset(Capability(c) for c in run_state.capabilities)
 
 
 def require_capabilities(check: CheckRecorder, capabilities: frozenset[Capability], *needed: Capability,
@@ -267,7 +271,7 @@ def require_capabilities(check: CheckRecorder, capabilities: frozenset[Capabilit
 
 
 @pytest.fixture(scope="session")
-def remote(run_state: dict[str, Any]) -> Generator[Any, None, None]:
+def remote(run_state: RunState) -> Generator[Any, None, None]:
     """The remote vantage point (never the target's loopback): a harness.vantage.Vantage named by the run
     state (lab client container, this machine, or an ssh host); released at the end of the session."""
     from harness.vantage import vantage_from_state
@@ -280,7 +284,7 @@ def remote(run_state: dict[str, Any]) -> Generator[Any, None, None]:
 
 
 @pytest.fixture(scope="session")
-def site(run_state: dict[str, Any]) -> Any:
+def site(run_state: RunState) -> Any:
     """The site as the vantage reaches it (harness.vantage.Site: domain, url, pinned address, trust bundle)."""
     from harness.vantage import site_from_state
 
@@ -288,8 +292,8 @@ def site(run_state: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def transcript(run_state: dict[str, Any]) -> list[dict[str, Any]]:
-    path = run_state.get("transcript")
+def transcript(run_state: RunState) -> list[dict[str, Any]]:
+    path = run_state.transcript
     return json.loads(Path(path).read_text()) if path and Path(path).exists() else []
 
 

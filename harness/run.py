@@ -29,6 +29,7 @@ from harness.model import Plan
 from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
 from harness.results import CheckResult
+from harness.run_state import RunState
 from harness.targets.base import Target
 from harness.testbed import Testbed
 from reports.contract import RunReport, write_reports
@@ -192,17 +193,16 @@ def run(options: RunOptions, progress: Progress) -> int:
                 return _finish_converge(report, progress)
             digest_before = _digest(testbed, timer, "digest_before") if not builds else None
             aws_state = _aws_account(plan, workdir, timer, report, progress, stack) if builds else None
-            state = {"run_id": run_id, "backend": url.scheme, "lab": testbed.state(), "aws": aws_state,
-                     "capabilities": sorted(c.value for c in testbed.backend.effective_capabilities()),
-                     "mutation_allowed": testbed.backend.has(Capability.MUTATION), "builds_host": builds,
-                     "site": site, "vantage": vantage, "database": options.database,
-                     "expected_version": options.expected_version,
-                     "runbook": str(runbook_copy), "runbook_source": str(options.runbook),
-                     "runbook_sha256": plan.runbook_sha256, "plan": str(plan_path), "profile": options.profile,
-                     "spacetimedb": report.spacetimedb, "transcript": str(workdir / "transcript.json"),
-                     "workdir": str(workdir)}
+            state = RunState(run_id=run_id, backend=url.scheme, lab=testbed.state(), aws=aws_state,
+                             capabilities=sorted(c.value for c in testbed.backend.effective_capabilities()),
+                             mutation_allowed=testbed.backend.has(Capability.MUTATION), builds_host=builds,
+                             site=site, vantage=vantage, database=options.database,
+                             expected_version=options.expected_version, runbook=str(runbook_copy),
+                             runbook_source=str(options.runbook), runbook_sha256=plan.runbook_sha256,
+                             plan=str(plan_path), profile=options.profile, spacetimedb=report.spacetimedb,
+                             transcript=str(workdir / "transcript.json"), workdir=str(workdir))
             state_path = workdir / "lab-state.json"
-            state_path.write_text(json.dumps(state, indent=2))
+            state.save(state_path)
             report.checks = _run_suites(options, state_path, workdir, timer, progress, lab=testbed)
             report.environment.update(_scenario_summaries(state_path))
             if digest_before is not None:
@@ -375,9 +375,9 @@ def _scenario_summaries(state_path: Path) -> dict[str, Any]:
     """Per scenario: applicable or why not, error, and each event's boot id and duration (boot times)."""
     from harness.scenarios import summarize
 
-    state = json.loads(state_path.read_text())
+    state = RunState.load(state_path)
     found: dict[str, Any] = {}
-    for suite, path in (state.get("histories") or {}).items():
+    for suite, path in state.histories.items():
         try:
             history = json.loads(Path(path).read_text())
         except (OSError, ValueError):
@@ -709,15 +709,15 @@ def _keep_histories(workdir: Path, report_dir: Path) -> None:
     if not state_path.exists():
         return
     try:
-        state = json.loads(state_path.read_text())
-    except ValueError:
+        data = RunState.load(state_path).to_dict()
+    except KitError:
         return
-    state["histories"] = {suite: Path(path).name for suite, path in (state.get("histories") or {}).items()}
+    data["histories"] = {suite: Path(path).name for suite, path in (data.get("histories") or {}).items()}
     for key in ("plan", "runbook", "transcript", "workdir"):
-        if isinstance(state.get(key), str) and state[key].startswith(str(workdir)):
-            state[key] = str(Path(state[key]).relative_to(workdir))
+        if isinstance(data.get(key), str) and data[key].startswith(str(workdir)):
+            data[key] = str(Path(data[key]).relative_to(workdir))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lab-state.json").write_text(redact_text(json.dumps(state, indent=1, default=str)))
+    (out / "lab-state.json").write_text(redact_text(json.dumps(data, indent=1, default=str)))
 
 
 def _remove_tree(path: Path) -> None:

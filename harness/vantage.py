@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.errors import LabError
+from harness.run_state import RunState
 from harness.targets.base import CommandResult
 
 AGENTS = Path(__file__).resolve().parent / "agents"
@@ -67,8 +68,13 @@ class Site:
         return self.address or self.domain
 
 
-def site_from_state(state: dict[str, Any]) -> Site:
+def _as_dict(state: RunState | dict[str, Any]) -> dict[str, Any]:
+    return state.to_dict() if isinstance(state, RunState) else state
+
+
+def site_from_state(state: RunState | dict[str, Any]) -> Site:
     """The `site` of the run state, or (older states) the lab's domain and target IP."""
+    state = _as_dict(state)
     site = state.get("site")
     if site:
         domain = str(site["domain"])
@@ -373,8 +379,9 @@ class SshVantage(Vantage):
         shutil.rmtree(self._control_dir, ignore_errors=True)
 
 
-def vantage_from_state(state: dict[str, Any]) -> Vantage:
+def vantage_from_state(state: RunState | dict[str, Any]) -> Vantage:
     """The vantage the run state names, or (older states) the lab's client container."""
+    state = _as_dict(state)
     site = state.get("site") or {}
     extra_ca = str(site.get("ca_file") or "")
     spec = state.get("vantage")
@@ -394,10 +401,11 @@ def vantage_from_state(state: dict[str, Any]) -> Vantage:
     raise LabError(f"unknown vantage kind {kind!r} in the run state", hint="lab-client, local or ssh")
 
 
-def fallback_trust(state: dict[str, Any]) -> str:
+def fallback_trust(state: RunState | dict[str, Any]) -> str:
     """Today's trust step for a run state without `site`: Pebble's issuing root added to the lab client's
     system store (lab.trust_acme_root_on). Returns the PEM; "" when the state declares a site (its ca_file
     carries the trust) or the lab has no ACME CA."""
+    state = _as_dict(state)
     if state.get("site"):
         return ""
     from dataclasses import fields

@@ -14,6 +14,7 @@ import pytest
 from harness.aws.moto_lab import MotoServer, client
 from harness.aws.provider import ConsoleProvider
 from harness.planner import build_plan
+from harness.run_state import RunState
 
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("moto")
@@ -38,7 +39,8 @@ def account(moto_server: MotoServer, runbook_path: Path) -> dict:
 
 def _suite(state: dict, runbook: Path, tmp_path: Path) -> dict[str, str]:
     lab_state = tmp_path / "state.json"
-    lab_state.write_text(json.dumps({"run_id": "t", "runbook": str(runbook), "profile": "default", "aws": state}))
+    RunState(run_id="t", backend="docker", workdir=str(tmp_path), runbook=str(runbook), profile="default",
+             aws=state).save(lab_state)
     out = tmp_path / "checks.json"
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "harness" / "suites" / "test_aws_backup.py"), "-p",
                     "harness.pytest_plugin", "--lab-state", str(lab_state), "--checks-out", str(out), "-q",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.planner import build_plan
 from harness.run import _freeze_plan
-from harness.run_state import plan_of_run
+from harness.run_state import RunState, plan_of_run
 from tests.conftest import shared_runbook
 
 
@@ -25,7 +25,8 @@ def test_a_runbook_edited_mid_run_does_not_change_what_is_judged(tmp_path: Path)
     edited = original.replace(b"spacetime publish", b"spacetime publish --edited-mid-run")
     assert edited != original
     runbook.write_bytes(edited)
-    state = {"runbook": str(copy), "profile": "default", "plan": str(plan_path)}
+    state = RunState(run_id="r", backend="docker", workdir=str(workdir), runbook=str(copy), profile="default",
+                     plan=str(plan_path))
     judged = plan_of_run(state)
     assert judged == plan
     assert not any("--edited-mid-run" in s.command for s in judged.steps)
@@ -66,10 +67,11 @@ def test_a_finished_run_keeps_its_recordings_in_the_report_dir(tmp_path: Path) -
     (work / "restore-drill" / "expected.json").write_text("{}")
     (work / "restore-drill" / "snapshot.vol").write_bytes(b"\0" * 1024)
     (work / "restore-drill" / "token.json").write_text('{"token": "secret"}')
-    (work / "lab-state.json").write_text(json.dumps({
-        "plan": str(work / "plan.json"), "workdir": str(work),
-        "histories": {"backup_restore": str(work / "history-backup_restore.json")},
-        "aws_secret": "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}))
+    RunState(run_id="r", backend="docker", runbook=str(work / "runbook.md"), profile="default",
+             plan=str(work / "plan.json"), workdir=str(work),
+             histories={"backup_restore": str(work / "history-backup_restore.json")},
+             spacetimedb={"note": "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+             ).save(work / "lab-state.json")
     _keep_histories(work, out)
     kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert kept == ["histories/history-backup_restore.json", "histories/lab-state.json", "histories/plan.json",
@@ -78,3 +80,29 @@ def test_a_finished_run_keeps_its_recordings_in_the_report_dir(tmp_path: Path) -
     assert state["histories"] == {"backup_restore": "history-backup_restore.json"}
     assert state["plan"] == "plan.json" and state["workdir"] == "."
     assert "wJalrXUtnFEMI" not in (out / "histories" / "lab-state.json").read_text()
+
+
+def test_a_run_state_from_another_version_is_one_line(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from harness.errors import KitError
+
+    path = tmp_path / "lab-state.json"
+    state = RunState(run_id="r", backend="vm", workdir=str(tmp_path), runbook="rb.md", profile="default")
+    state.save(path)
+    assert RunState.load(path) == state  # round trip
+    for data, said in [({**state.to_dict(), "schema": 99}, "schema 99; this kit reads schema 1"),
+                       ({k: v for k, v in state.to_dict().items() if k != "schema"}, "no schema version"),
+                       ({**state.to_dict(), "extra": 1}, "unknown key(s) extra"),
+                       ({**state.to_dict(), "run_id": 7}, "`run_id` must be a string"),
+                       ([], "not a JSON object")]:
+        path.write_text(json.dumps(data))
+        with pytest.raises(KitError) as err:
+            RunState.load(path)
+        line = err.value.one_line()
+        assert said in line and "\n" not in line, line
+    path.write_text("{")
+    with pytest.raises(KitError, match="not valid JSON"):
+        RunState.load(path)

@@ -82,8 +82,10 @@ def _judge_history(tmp_path: Path, history: dict) -> dict[str, dict]:
     hist = tmp_path / "history.json"
     hist.write_text(json.dumps(history))
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"run_id": "r1", "backend": "vm", "runbook": str(DRILL), "profile": "default",
-                                 "workdir": str(tmp_path), "lab": {}, "histories": {"backup_restore": str(hist)}}))
+    from harness.run_state import RunState
+
+    RunState(run_id="r1", backend="vm", runbook=str(DRILL), profile="default", workdir=str(tmp_path),
+             histories={"backup_restore": str(hist)}).save(state)
     out = tmp_path / "checks.json"
     suite = REPO_ROOT / "harness" / "suites" / "test_backup_restore.py"
     subprocess.run([sys.executable, "-m", "pytest", str(suite), "-q", "-p", "harness.pytest_plugin",
@@ -194,7 +196,9 @@ def test_a_generator_that_crashes_is_recorded_not_raised(tmp_path: Path, monkeyp
     monkeypatch.setitem(sys.modules, "stdbc_broken_generator", broken)
     monkeypatch.setitem(scenarios.GENERATORS, "backup_restore", "stdbc_broken_generator")
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"workdir": str(tmp_path)}))
+    from harness.run_state import RunState
+
+    RunState(run_id="r", backend="vm", workdir=str(tmp_path), runbook="rb.md", profile="default").save(state)
     said: list[str] = []
     path = scenarios.generate("backup_restore", lab=_Lab(), state_path=state, timer=_Timer(), progress=said.append)
     assert path is not None

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.run_state import RunState
 from harness.targets.base import Target
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def generate(suite: str, *, lab: Testbed, state_path: Path, timer: Any, progress
         return None
     except Exception as exc:  # noqa: BLE001 - a broken generator is reported by the suite, not a traceback
         module, broken = None, f"the {suite} scenario could not be loaded: {type(exc).__name__}: {exc}"
-    state = json.loads(state_path.read_text())
+    state = RunState.load(state_path)
     with timer.phase(f"scenario:{suite}"):
         started = time.monotonic()
         try:
@@ -67,24 +68,27 @@ def generate(suite: str, *, lab: Testbed, state_path: Path, timer: Any, progress
                        "error": f"internal error in the {suite} scenario: {type(exc).__name__}: {exc}"}
             progress(f"scenario {suite}: {history['error']}")
         history["seconds"] = round(time.monotonic() - started, 1)
-    path = Path(state["workdir"]) / f"history-{suite}.json"
+    path = Path(state.workdir) / f"history-{suite}.json"
     path.write_text(json.dumps(history, indent=2, default=str))
-    state.setdefault("histories", {})[suite] = str(path)
-    state["lab"] = lab.state()
-    state_path.write_text(json.dumps(state, indent=2))
+    state.histories[suite] = str(path)
+    state.lab = lab.state()
+    state.save(state_path)
     return path
 
 
-def load_history(state: dict[str, Any], suite: str) -> dict[str, Any] | None:
+def load_history(state: RunState, suite: str) -> dict[str, Any] | None:
     """`suite`'s recorded history as its generator left it (judge it with the scenario's own judge)."""
     path = history_path(state, suite)
     return json.loads(path.read_text()) if path is not None else None
 
 
-def history_path(state: dict[str, Any], suite: str) -> Path | None:
+def history_path(state: RunState, suite: str) -> Path | None:
     """Where `suite`'s history is (the files it names are relative to its folder); None when none was recorded."""
-    path = (state.get("histories") or {}).get(suite)
-    return Path(path) if path and Path(path).exists() else None
+    name = state.histories.get(suite)
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else Path(state.workdir) / name
+    return path if path.exists() else None
 
 
 def summarize(suite: str, history: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import Capability
 from harness.errors import LabError
+from harness.run_state import RunState
 from harness.scenarios import DATA_DEVICE_SH, observe
 from harness.targets.base import Target
 
@@ -63,7 +64,7 @@ PROBES = {
 }
 
 
-def generate(lab: Testbed, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def generate(lab: Testbed, state: RunState, progress: Progress) -> dict[str, Any]:
     why_not = lab.backend.missing(Capability.MUTATION, Capability.REBOOT)
     if why_not:
         return {"applicable": False, "reason": why_not, "events": []}
@@ -84,7 +85,7 @@ def _event(history: dict[str, Any], name: str, target: Target, **extra: Any) -> 
     return event
 
 
-def _scenario(lab: Testbed, state: dict[str, Any], history: dict[str, Any], progress: Progress) -> None:
+def _scenario(lab: Testbed, state: RunState, history: dict[str, Any], progress: Progress) -> None:
     backend, target = lab.backend, lab.target
     before = _event(history, "before", target)
     history["writes"] = _write_markers(target, state, history["token"], before)
@@ -121,7 +122,7 @@ def _scenario(lab: Testbed, state: dict[str, Any], history: dict[str, Any], prog
     _event(history, "reattached", target, seconds=round(time.monotonic() - started, 1))
 
 
-def _write_markers(target: Target, state: dict[str, Any], token: str, before: dict[str, Any]) -> dict[str, Any]:
+def _write_markers(target: Target, state: RunState, token: str, before: dict[str, Any]) -> dict[str, Any]:
     """Data written before the reboot: a file on /stdb (as the service user) and, when the server answers,
     a row inserted through a reducer call into the kit's probe database."""
     writes: dict[str, Any] = {"file": MARKER_FILE, "file_content": token}
@@ -162,7 +163,7 @@ def _read_marker_row(target: Any, writes: dict[str, Any]) -> dict[str, Any] | No
     return {**res.to_dict(), "row_present": writes["row"] in res.stdout}
 
 
-def _remote_view(lab: Testbed, state: dict[str, Any]) -> dict[str, Any]:
+def _remote_view(lab: Testbed, state: RunState) -> dict[str, Any]:
     """nginx and TLS as the remote vantage point sees them (TLS verified against the run's CA bundle)."""
     from harness.vantage import curl_args, site_from_state, vantage_from_state
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import Capability, RecoveryHost
 from harness.errors import LabError
+from harness.run_state import RunState, plan_of_run
 from harness.scenarios import data_device
 from harness.targets.base import Target
 
@@ -62,17 +63,15 @@ WORK_NAME = "restore-drill"  # the drill's recorded files, next to its history (
 MUTANTS = ("wrong-volume", "drop-table")
 
 
-def generate(lab: Testbed, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def generate(lab: Testbed, state: RunState, progress: Progress) -> dict[str, Any]:
     why_not = lab.backend.missing(Capability.MUTATION, Capability.VOLUME_SNAPSHOT, Capability.RECOVERY_HOST)
     if why_not:
         return {"applicable": False, "events": [], "reason": f"the restore drill {why_not}"}
-    implementation = (state.get("spacetimedb") or {}).get("implementation", "standin")
+    implementation = state.spacetimedb.get("implementation", "standin")
     if implementation != "standin":
         return {"applicable": False, "events": [], "reason": (
             "the conformance module for a real SpacetimeDB must be compiled to wasm (Rust source in "
             "fixtures/conformance_module/rust); this lab has no Rust toolchain to build it")}
-    from harness.run_state import plan_of_run
-
     plan = plan_of_run(state)
     flow = restore_flow(plan)
     if not flow:
@@ -186,10 +185,10 @@ def runnable_as_written(command: str) -> bool:
     return bool(command.strip()) and PLACEHOLDER.search(command) is None
 
 class _Drill:
-    def __init__(self, lab: Testbed, state: dict[str, Any], plan: Any, flow: list[Any], history: dict[str, Any],
+    def __init__(self, lab: Testbed, state: RunState, plan: Any, flow: list[Any], history: dict[str, Any],
                  progress: Progress) -> None:
         self.lab, self.state, self.plan, self.flow, self.h, self.progress = lab, state, plan, flow, history, progress
-        self.work = Path(state["workdir"]) / WORK_NAME
+        self.work = Path(state.workdir) / WORK_NAME
         self.work.mkdir(parents=True, exist_ok=True)
         self.target = lab.target
         self.recovery: RecoveryHost | None = None
@@ -251,7 +250,7 @@ class _Drill:
         from fixtures import conformance_seed as seed
         from harness.fidelity import last_acked_before, parse_ack_log
 
-        seed_value = int(self.state.get("run_id", "0") or "0", 16) % 1_000_000 or 1
+        seed_value = int(self.state.run_id or "0", 16) % 1_000_000 or 1
         seed_plan = seed.build_plan(seed_value)
         expected = seed.expected_baseline(seed_plan)
         (self.work / "expected.json").write_text(json.dumps(expected))

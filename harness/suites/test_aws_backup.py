@@ -18,11 +18,12 @@ from harness.aws.coverage import selection_covers
 from harness.aws.moto_lab import client
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
+from harness.run_state import RunState
 
 
 @pytest.fixture(scope="session")
-def aws(run_state: dict[str, Any]) -> dict[str, Any]:
-    state = run_state.get("aws")
+def aws(run_state: RunState) -> dict[str, Any]:
+    state = run_state.aws
     if not state:
         pytest.skip(NOT_APPLICABLE_PREFIX + "this run performed no AWS Console step (none in the applied phases)")
     return state

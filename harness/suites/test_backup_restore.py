@@ -22,6 +22,7 @@ import pytest
 
 from harness.model import Plan, SourceRef, StepKind
 from harness.pytest_plugin import CheckRecorder
+from harness.run_state import RunState
 from harness.scenarios import history_path, load_history
 from harness.scenarios.restore_drill import judged
 
@@ -30,7 +31,7 @@ DRILL_CHANGES = "the restore drill: seeds a database, writes to it and snapshots
 
 
 @pytest.fixture(scope="module")
-def history(run_state: dict[str, Any]) -> dict[str, Any]:
+def history(run_state: RunState) -> dict[str, Any]:
     """The drill's recorded history, judged here by the oracle (the generator only records)."""
     found = load_history(run_state, "backup_restore")
     path = history_path(run_state, "backup_restore")
@@ -298,7 +299,7 @@ def test_tokens(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> No
 @pytest.mark.check("backup_restore.rto-within-target", mutates=DRILL_CHANGES,
                    claim="restore start to verified data is within the "
                    "runbook's RTO example")
-def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
+def test_rto(history: dict[str, Any], run_state: RunState, plan: Plan, check: CheckRecorder) -> None:
     verdict = history.get("verdict")
     assert verdict, f"the restore was never verified: {history.get('error') or 'the drill stopped early'}"
     m = verdict["measurements"]
@@ -309,7 +310,7 @@ def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, che
                        "steps": [(s["index"], s["summary"][:60], s.get("seconds")) for s in restore.get("steps", [])],
                        "recovery_host_preparation_seconds":
                            (_event(history, "recovery_prepared") or {}).get("seconds")})
-    target = _ref_target(check, plan, run_state["runbook"], "RTO")
+    target = _ref_target(check, plan, run_state.runbook, "RTO")
     if target is None:
         check.not_applicable(f"the runbook states no RTO target (measured {rto} s)")
     assert _property(history, "schema_identical", check, plan)["ok"], "the restore did not produce the database: " \
@@ -320,14 +321,14 @@ def test_rto(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, che
 @pytest.mark.check("backup_restore.loss-window-within-rpo", mutates=DRILL_CHANGES,
                    claim="the data-loss window (last acknowledged write vs "
                    "last restored write) is within the runbook's RPO example")
-def test_loss_window(history: dict[str, Any], run_state: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
+def test_loss_window(history: dict[str, Any], run_state: RunState, plan: Plan, check: CheckRecorder) -> None:
     verdict = history.get("verdict")
     assert verdict, f"the restore was never verified: {history.get('error') or 'the drill stopped early'}"
     m = verdict["measurements"]
     check.note("loss window", {k: m.get(k) for k in ("loss_window_seq", "loss_window_seconds", "last_acked_seq",
                                                      "restored_max_seq", "last_acked_time",
                                                      "last_restored_write_time")})
-    target = _ref_target(check, plan, run_state["runbook"], "RPO")
+    target = _ref_target(check, plan, run_state.runbook, "RPO")
     if target is None:
         check.not_applicable(f"the runbook states no RPO target (loss window {m.get('loss_window_seconds')} s)")
     assert m.get("restored_max_seq") is not None, "nothing of the writer's rows was restored"

@@ -24,6 +24,7 @@ from testinfra.host import Host
 
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import CheckRecorder
+from harness.run_state import RunState
 from harness.scenarios import data_device, load_history
 from harness.targets.base import Target
 from harness.targets.testinfra_bridge import path_owner
@@ -115,7 +116,7 @@ def volume_uuid(target: Target, device: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def history(run_state: dict[str, Any]) -> dict[str, Any]:
+def history(run_state: RunState) -> dict[str, Any]:
     found = load_history(run_state, "mounts")
     return found if found is not None else {"applicable": False, "events": [],
                                             "reason": "the reboot scenario did not run in this session"}

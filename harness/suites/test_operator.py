@@ -149,7 +149,7 @@ def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, oper
                         label="fallback: the kit publishes the module on the server's loopback "
                               "(the runbook's publish failed)")
         assert res.ok, f"could not publish the module even on the server's loopback (exit {res.exit_status})"
-    marker = f"stdbc-e2e-{run_state['run_id']}-{int(time.time())}"
+    marker = f"stdbc-e2e-{run_state.run_id}-{int(time.time())}"
     url = f"wss://{lab.domain}/v1/database/{database}/subscribe"
     argv = operator.popen_argv(["python3", "/lab/agents/ws_subscribe.py", url, "SELECT * FROM message", "--until",
                                 marker, "--timeout", str(SUBSCRIBE_TIMEOUT)], user="ubuntu")

@@ -35,6 +35,7 @@ from harness.routes_model import (
     pattern_names,
     predict,
 )
+from harness.run_state import RunState
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
@@ -59,7 +60,7 @@ def locations(plan: Plan) -> list:
 
 
 @pytest.fixture(scope="session")
-def trusted(run_state: dict[str, Any]) -> str:
+def trusted(run_state: RunState) -> str:
     """A run state without `site` (older run flow): the lab client trusts the ACME CA that issued the
     certificate through its system store (adaptation), as before. With `site`, its ca_file is the trust."""
     return fallback_trust(run_state)

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fixtures.conformance_db import probe_database_or_not_applicable
 from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
+from harness.run_state import RunState
 from harness.targets.base import Target
 from harness.vantage import Site, Vantage, agent_command, agent_flags, curl_args, fallback_trust, openssl_connect_args
 
@@ -34,7 +34,7 @@ def _certbot_step(plan: Plan) -> Step | None:
 
 
 @pytest.fixture(scope="session")
-def acme_root(run_state: dict[str, Any]) -> str:
+def acme_root(run_state: RunState) -> str:
     """A run state without `site` (older run flow): Pebble's root goes into the lab client's system store, as
     before, and its PEM is sslyze's trust. With `site`, its ca_file is the trust everywhere ("" here)."""
     return fallback_trust(run_state)
