@@ -10,6 +10,7 @@ process that brought the backend up).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -89,6 +90,9 @@ class Testbed:
         if services.options.operator:
             calls.append(lambda: services.prepare_operator(backend.target, progress))
         services.track(calls)
+        fault = os.environ.get("STDBC_LAB_FAULT", "")  # the kit's own tests: a lab broken on purpose
+        if fault:
+            services.inject_fault(fault, progress)
 
     def down(self) -> None:
         """Remove the target, then the lab's services. Idempotent; never raises for already-gone resources."""

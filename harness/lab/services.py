@@ -363,6 +363,19 @@ class LabServices:
         return res.stdout
 
 
+    def inject_fault(self, fault: str, progress: Progress) -> None:
+        """A lab broken on purpose (the kit's own tests, STDBC_LAB_FAULT): `mirror-stopped` stops the artifact
+        mirror after bring-up, so the runbook's install cannot download anything. Declared as an adaptation."""
+        if fault != "mirror-stopped":
+            raise LabError(f"unknown STDBC_LAB_FAULT {fault!r}", hint="mirror-stopped")
+        name = self.s.containers.get("mirror")
+        if name is None:
+            raise LabError("STDBC_LAB_FAULT=mirror-stopped: this lab has no mirror (--spacetimedb real)")
+        docker("stop", "-t", "1", name, timeout=60)
+        self.adaptations.append(Adaptation("lab.fault-injected", "the kit's own test broke this lab on purpose: "
+                                           "the artifact mirror was stopped after bring-up (STDBC_LAB_FAULT)"))
+        progress("lab: fault injected on purpose: the mirror is stopped (STDBC_LAB_FAULT=mirror-stopped)")
+
     def wait_services(self, progress: Progress, *, target_sshd: bool) -> None:
         """Bounded readiness of what the lab's hosts serve, before anything uses it: the mirror's HTTPS (the
         operator's CLI install), Pebble's ACME and management ports, the target's sshd (Step 5's scp/ssh from
