@@ -205,3 +205,19 @@ def test_a_generator_that_crashes_is_recorded_not_raised(tmp_path: Path, monkeyp
     history = json.loads(path.read_text())
     assert history["applicable"] and "RuntimeError: boom" in history["error"], history
     assert said and "boom" in said[0]
+
+
+def test_writes_in_flight_are_not_claimed_from_a_copy_cleaner_than_a_crash(tmp_path: Path) -> None:
+    props = [{"id": pid, "ok": ok, "required": True, "summary": f"{pid} said {ok}", "evidence": {}}
+             for pid, ok in (("seq_gap_free", True), ("acked_writes_present", True), ("no_phantom_writes", False),
+                             ("schema_identical", True))]
+    history = {**_restore_history([CONSOLE, SHELL], {"runbook_command": "x ..."}),
+               "consistency": "filesystem-consistent (fsfreeze + copy)", "crash_consistent": False,
+               "verdict": {"verdict": "fail", "properties": props, "measurements": {}}}
+    checks = _judge_history(tmp_path, history)
+    assert checks["backup_restore.seq-gap-free"]["outcome"] == "not-applicable"
+    assert "cleaner than a crash" in checks["backup_restore.acked-writes-present"]["message"]
+    assert checks["backup_restore.no-phantom-writes"]["outcome"] == "failed"  # red stays red
+    assert checks["backup_restore.schema-identical"]["outcome"] == "passed"  # not about writes in flight
+    crash = _judge_history(tmp_path / "c", {**history, "crash_consistent": True})
+    assert crash["backup_restore.seq-gap-free"]["outcome"] == "passed"
