@@ -67,12 +67,15 @@ class ApplyResult:
 
 
 BeforeStep = Callable[[Step, Target], str | None]
+AfterStep = Callable[[Step, Target], None]
 
 
 def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
-               progress: Progress = lambda _msg: None, before_step: BeforeStep | None = None) -> ApplyResult:
+               progress: Progress = lambda _msg: None, before_step: BeforeStep | None = None,
+               after_step: AfterStep | None = None) -> ApplyResult:
     """Apply the plan's `phase` steps in order. `before_step` lets the lab make a declared adaptation
-    just before a step (e.g. certbot's config file); what it did is noted in that step's record."""
+    just before a step (e.g. certbot's config file); what it did is noted in that step's record.
+    `after_step` observes the target after each step that ran (the state trace)."""
     steps = plan.runnable(phase)
     result = ApplyResult()
     for number, step in enumerate(steps, start=1):
@@ -88,6 +91,8 @@ def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
             record.note = f"adaptation before this step: {adapted}" + (f"; {record.note}" if record.note else "")
         record.duration = time.monotonic() - started
         result.records.append(record)
+        if after_step is not None:
+            after_step(step, target)
         progress(f"{label} ... {record.status} ({record.duration:.1f}s)")
         if record.status == "failed":
             result.stopped_at = step

@@ -93,9 +93,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "check(id, claim='', required=True, mutates=''): a conformance check; "
-                            "`mutates` says what it changes on the host (such a check runs only where the kit may "
-                            "change the host: always on lab hosts, with --allow-mutation on existing ones)")
+    config.addinivalue_line("markers", "check(id, claim='', required=True, mutates='', needs=()): a conformance "
+                            "check; `mutates` says what it changes on the host (such a check runs only where the kit "
+                            "may change the host: always on lab hosts, with --allow-mutation on existing ones); "
+                            "`needs` names the state-trace facts its property needs (harness.blame)")
     config.stash[_RESULTS] = []
 
 
@@ -106,6 +107,26 @@ def _check_marker(item: pytest.Item) -> tuple[str, str, bool, str] | None:
     check_id = marker.args[0] if marker.args else marker.kwargs["id"]
     return (check_id, marker.kwargs.get("claim", ""), bool(marker.kwargs.get("required", True)),
             str(marker.kwargs.get("mutates", "")))
+
+
+def _declared(item: pytest.Item, key: str) -> list[str]:
+    """A list the check's marker declares (`key=`), else its module's (upper-case name), else none."""
+    marker = item.get_closest_marker("check")
+    declared = marker.kwargs.get(key) if marker is not None else None
+    if declared is None:
+        declared = getattr(getattr(item, "module", None), key.upper(), None)
+    return [str(n) for n in (declared or ())]
+
+
+def _check_after(item: pytest.Item) -> list[str]:
+    """The checks whose property this one builds on (`after=` on its marker, or its module's `AFTER`)."""
+    return _declared(item, "after")
+
+
+def _check_needs(item: pytest.Item) -> list[str]:
+    """The state-trace facts the check's property needs (`needs=` on its marker, or on its module's
+    `NEEDS`), for blaming a failure on the step after which one stopped holding (harness.blame)."""
+    return _declared(item, "needs")
 
 
 _MUTATION = pytest.StashKey[bool]()
@@ -158,7 +179,7 @@ def pytest_runtest_makereport(item: pytest.Item,
     item.config.stash[_RESULTS].append(CheckResult(
         id=recorder.id, suite=recorder.suite, outcome=outcome, claim=recorder.claim,
         required=recorder.required, runbook_ref=recorder.runbook_ref, evidence=recorder.evidence,
-        message=message, duration=call.duration,
+        message=message, duration=call.duration, needs=_check_needs(item), after=_check_after(item),
     ))
     return report
 

@@ -59,6 +59,8 @@ class CheckResult:
     evidence: list[Evidence] = field(default_factory=list)
     message: str = ""  # failure message, not-applicable reason, or error text
     duration: float = 0.0
+    needs: list[str] = field(default_factory=list)  # state-trace facts the check's property needs (harness.blame)
+    after: list[str] = field(default_factory=list)  # checks whose property this one builds on (harness.blame)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,8 @@ class CheckResult:
             "message": self.message,
             "duration": round(self.duration, 3),
             "evidence": [e.to_dict() for e in self.evidence],
+            "needs": self.needs,
+            "after": self.after,
         }
 
     @classmethod
@@ -81,6 +85,8 @@ class CheckResult:
             runbook_ref=data.get("runbook_ref", {}), message=data.get("message", ""),
             duration=data.get("duration", 0.0),
             evidence=[Evidence(**e) for e in data.get("evidence", [])],
+            needs=list(data.get("needs", [])),
+            after=list(data.get("after", [])),
         )
 
 

@@ -32,6 +32,7 @@ from harness.results import CheckResult
 from harness.run_state import RunState
 from harness.targets.base import Target
 from harness.testbed import Testbed
+from harness.trace import StateTrace, watch_of
 from reports.contract import RunReport, write_reports
 
 SUITE_ORDER = ["routes", "tls", "firewall", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade",
@@ -166,9 +167,13 @@ def run(options: RunOptions, progress: Progress) -> int:
             target = testbed.target
             if builds:
                 testbed.follow_plan(plan)
+                trace = StateTrace(watch_of(plan))
                 with timer.phase("apply"):
-                    applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step)
+                    trace.start(target)
+                    applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step,
+                                         after_step=lambda step, host: trace.record(step.index, host))
                 _record_apply(report, applied, workdir)
+                report.state_trace = trace.to_dict()
                 transcript: list[dict[str, Any]] = applied.transcript()
             else:
                 (workdir / "transcript.json").write_text("[]")
@@ -211,6 +216,8 @@ def run(options: RunOptions, progress: Progress) -> int:
             from harness.findings import detect
 
             report.findings.extend(detect(plan, transcript, report.checks, report.environment))
+            if builds:
+                _explain(report, plan, trace, applied, timer.timings.get("apply", 0.0))
     except KeyboardInterrupt:
         report.interrupted = True
         progress("interrupted: writing the report and removing the lab")
@@ -676,6 +683,18 @@ def _count(results: list[CheckResult]) -> str:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "(no output)"
+
+
+def _explain(report: RunReport, plan: Plan, trace: StateTrace, applied: ApplyResult, apply_seconds: float) -> None:
+    """Root causes of the failed checks from the state trace (harness.blame), into the report's data."""
+    from harness.blame import root_causes
+
+    stopped = applied.stopped_at.index if applied.stopped_at is not None else None
+    causes, unexplained = root_causes(plan, trace, report.checks, stopped)
+    report.root_causes = [c.to_dict() for c in causes]
+    report.unexplained = unexplained
+    report.state_trace["cost"] = {"seconds": round(trace.seconds, 2), "apply_seconds": round(apply_seconds, 2),
+                                  "share_of_apply": round(trace.seconds / apply_seconds, 3) if apply_seconds else None}
 
 
 def _copy_transcript(workdir: Path, report_dir: Path) -> None:

@@ -40,6 +40,9 @@ class RunReport:
     lab_error: str = ""
     fail_on: str = "error"
     sections: list[dict[str, Any]] = field(default_factory=list)  # runbook sections, for traceability
+    state_trace: dict[str, Any] = field(default_factory=dict)  # fingerprints before/after each step (harness.trace)
+    root_causes: list[dict[str, Any]] = field(default_factory=list)  # harness.blame
+    unexplained: list[dict[str, Any]] = field(default_factory=list)  # failed checks no root cause explains
 
     def verdict(self) -> str:
         if self.lab_error or self.interrupted:
@@ -78,6 +81,9 @@ class RunReport:
             "environment": self.environment,
             "apply": self.apply,
             "sections": self.sections,
+            "root_causes": self.root_causes,
+            "unexplained": self.unexplained,
+            "state_trace": self.state_trace,
         }
 
 

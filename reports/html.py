@@ -51,6 +51,24 @@ def _bars(timings: dict[str, float]) -> str:
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="800" height="{y}" role="img">{"".join(rows)}</svg>'
 
 
+def _root_causes(report: dict[str, Any]) -> str:
+    """The first screen's answer to "what do I change": each root cause, its step, the fix, what it explains."""
+    from reports.markdown import root_cause_headline
+
+    if not any(c["outcome"] in ("failed", "error") for c in report.get("checks", [])):
+        return ""
+    items = "".join(
+        f'<li><b>step {c["step"]}, line {c["line_start"]}</b> <code>{escape(c["command"][:160])}</code><br>'
+        f'{escape(c["summary"])}<br><i>fix: {escape(c["fix"])}</i><br><small>explains: '
+        f'{escape(", ".join(c["explains"] + c.get("explains_through", [])))}</small></li>'
+        for c in report.get("root_causes") or [])
+    unexplained = report.get("unexplained") or []
+    rest = (f'<p><small>not explained by a root cause: '
+            f'{escape(", ".join(u["check"] for u in unexplained))}</small></p>') if unexplained else ""
+    return (f'<section class="causes"><h2>Root causes: {escape(root_cause_headline(report))}</h2>'
+            f'<ol>{items}</ol>{rest}</section>')
+
+
 def render_html(report: dict[str, Any]) -> str:
     env, stdb, verdict = report.get("environment", {}), report.get("spacetimedb", {}), report["verdict"]
     counts = ", ".join(f"{v} {k}" for k, v in report.get("counts", {}).items())
@@ -64,6 +82,7 @@ def render_html(report: dict[str, Any]) -> str:
             f'<code>{escape(report["runbook"]["path"])}</code></div></div>')
     if report.get("lab_error"):
         head += f'<section><b>Lab error:</b> {escape(report["lab_error"])}</section>'
+    head += _root_causes(report)
     frows = "".join(
         f'<tr><td class="sev-{escape(f["severity"])}">{escape(f["severity"])}</td><td><code>{escape(f["id"])}</code>'
         f'</td><td>{escape(str((f.get("runbook_ref") or {}).get("line_start", "")))}</td><td>{escape(f["summary"])}'

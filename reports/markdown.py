@@ -11,6 +11,36 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def root_cause_headline(report: dict[str, Any]) -> str:
+    """"N root causes explain M of K failures" (K: failed and errored checks)."""
+    causes = report.get("root_causes") or []
+    failed = sum(1 for c in report.get("checks", []) if c["outcome"] in ("failed", "error"))
+    explained = sum(len(c["explains"]) + len(c.get("explains_through", [])) for c in causes)
+    return (f"{len(causes)} root cause{'s' if len(causes) != 1 else ''} explain{'' if len(causes) != 1 else 's'} "
+            f"{explained} of {failed} failure{'s' if failed != 1 else ''}")
+
+
+def root_cause_lines(report: dict[str, Any]) -> list[str]:
+    failed = [c for c in report.get("checks", []) if c["outcome"] in ("failed", "error")]
+    if not failed:
+        return []
+    out = ["", f"## Root causes: {root_cause_headline(report)}", ""]
+    for n, cause in enumerate(report.get("root_causes") or [], start=1):
+        section = " > ".join(cause.get("section") or [])
+        out.append(f"{n}. **step {cause['step']}, line {cause['line_start']}** ({_cell(section)}): "
+                   f"`{_cell(cause['command'][:160])}`")
+        out.append(f"   - what: {_cell(cause['summary'])}")
+        out.append(f"   - fix: {_cell(cause['fix'])}")
+        through = cause.get("explains_through") or []
+        out.append(f"   - explains: {', '.join(f'`{c}`' for c in cause['explains'])}"
+                   + (f"; through them: {', '.join(f'`{c}`' for c in through)}" if through else ""))
+    unexplained = report.get("unexplained") or []
+    if unexplained:
+        out += ["", "Failed checks no root cause explains (see their evidence below):", ""]
+        out += [f"- `{u['check']}`: {_cell(u['why'])}" for u in unexplained]
+    return out
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     env = report.get("environment", {})
     stdb = report.get("spacetimedb", {})
@@ -27,6 +57,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"- **lab error**: {report['lab_error']}")
     if report.get("interrupted"):
         out.append("- **interrupted**: the run was cut short")
+    out += root_cause_lines(report)
     out += ["", "## Findings about the runbook", ""]
     if not report.get("findings"):
         out.append("None.")

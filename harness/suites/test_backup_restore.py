@@ -27,6 +27,9 @@ from harness.run_state import RunState
 from harness.scenarios import history_path, load_history
 from harness.scenarios.restore_drill import judged
 
+# what every check of the drill needs of the host (harness.blame): a server whose binary is where its unit says
+NEEDS = ("path:/stdb/spacetime", "unit:spacetimedb.service~active")
+
 # what the oracle says about writes in flight during the snapshot: shown only by a crash-consistent snapshot
 CRASH_PROPERTIES = ("seq_gap_free", "acked_writes_present", "no_phantom_writes")
 

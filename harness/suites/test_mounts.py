@@ -290,6 +290,7 @@ def test_persists_across_reboot(plan: Plan, history: dict[str, Any], volume_uuid
 
 
 @pytest.mark.check("mounts.service-active-after-reboot", mutates=REBOOT_CHANGES,
+                   needs=(f"path:{MOUNT_POINT}/spacetime",),
                    claim="the service starts on boot from the volume (enabled unit, /stdb mounted first)")
 def test_service_after_reboot(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
     check.ref(next((s for s in plan.steps if s.command and "systemctl enable spacetimedb" in s.command), None))
@@ -322,6 +323,7 @@ def test_proxy_after_reboot(plan: Plan, history: dict[str, Any], check: CheckRec
 
 
 @pytest.mark.check("mounts.data-survives-reboot", mutates=REBOOT_ROW_CHANGES,
+                   needs=(f"path:{MOUNT_POINT}/spacetime",),
                    claim="a row written through the server before the reboot is served after it")
 def test_data_survives_reboot(plan: Plan, history: dict[str, Any], check: CheckRecorder) -> None:
     check.ref(_fstab_step(plan))

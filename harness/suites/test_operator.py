@@ -125,7 +125,7 @@ def _published_name(plan: Plan, steps: list[tuple[Step, Any]]) -> str | None:
     return shlex.split(step.command)[-1]
 
 
-@pytest.mark.check("operator.subscribe-sees-row", mutates=STEP5_CHANGES,
+@pytest.mark.check("operator.subscribe-sees-row", mutates=STEP5_CHANGES, needs=("path:/stdb/spacetime",),
                    claim="a client subscribed through the proxy (wss) sees a row a reducer call inserts")
 def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, operator_steps, run_state,
                             check: CheckRecorder) -> None:

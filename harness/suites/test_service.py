@@ -32,6 +32,9 @@ SERVICE = "spacetimedb"
 SERVICE_USER = "spacetimedb"
 ROOT_DIR = "/stdb"
 PORT = 3000
+# what these checks' properties need of the host, as the state trace sees it (harness.blame): the unit's binary
+# where its ExecStart names it, and the unit running
+SERVER = (f"path:{ROOT_DIR}/spacetime", f"unit:{SERVICE}.service~active")
 
 
 def _step(plan: Plan, *, path: str | None = None, contains: str | None = None,
@@ -110,7 +113,7 @@ def test_unit_enabled(host, plan: Plan, check: CheckRecorder) -> None:
     assert link.is_symlink or link.exists, "no multi-user.target.wants link"
 
 
-@pytest.mark.check("service.unit-active", claim="the service is running")
+@pytest.mark.check("service.unit-active", claim="the service is running", needs=SERVER)
 def test_unit_active(target, host, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, contains=f"systemctl start {SERVICE}"))
     unit = host.service(SERVICE)
@@ -176,7 +179,7 @@ def test_root_dir_owned(target, host, plan: Plan, check: CheckRecorder) -> None:
     assert not res.stdout.strip(), "some files under /stdb are not owned by spacetimedb"
 
 
-@pytest.mark.check("service.answers-on-loopback", claim="ping and health answer on 127.0.0.1:3000")
+@pytest.mark.check("service.answers-on-loopback", claim="ping and health answer on 127.0.0.1:3000", needs=SERVER)
 def test_answers_on_loopback(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))
     res = check.run(target, f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{PORT}/v1/ping",
@@ -186,7 +189,7 @@ def test_answers_on_loopback(target, plan: Plan, check: CheckRecorder) -> None:
     assert res.ok and res.stdout.strip().startswith("{"), "/v1/health did not answer JSON"
 
 
-@pytest.mark.check("service.sql-from-target", claim="`spacetime sql` works from the target")
+@pytest.mark.check("service.sql-from-target", claim="`spacetime sql` works from the target", needs=SERVER)
 def test_sql_from_target(target, plan: Plan, run_state, check: CheckRecorder) -> None:
     check.ref(_step(plan, contains="spacetime sql") or _step(plan, contains="--root-dir /stdb --yes"))
     from fixtures.conformance_db import ProbeUnavailable, ensure_probe_database
@@ -208,7 +211,7 @@ def test_sql_from_target(target, plan: Plan, run_state, check: CheckRecorder) ->
     assert expected in res.stdout, f"the row inserted by the kit ({expected}) is not in the output"
 
 
-@pytest.mark.check("service.serves-current-root-dir",
+@pytest.mark.check("service.serves-current-root-dir", needs=SERVER,
                    claim="the running server works in the /stdb that is mounted now (not a directory a later "
                          "mount hid), and the ExecStart binary exists there")
 def test_serves_current_root_dir(target, host, plan: Plan, check: CheckRecorder) -> None:
@@ -231,7 +234,7 @@ def test_serves_current_root_dir(target, host, plan: Plan, check: CheckRecorder)
         f"{ROOT_DIR}/spacetime (the unit's ExecStart) is missing or not executable: a restart would fail"
 
 
-@pytest.mark.check("service.restart-always", mutates=KILL_CHANGES,
+@pytest.mark.check("service.restart-always", mutates=KILL_CHANGES, needs=SERVER,
                    claim="Restart=always: systemd restarts the server when its main process dies")
 def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_step(plan, kind=StepKind.FILE_WRITE, path=UNIT_PATH))

@@ -1,0 +1,188 @@
+"""The state trace: a small fingerprint of the target taken before the first applied step and after each one.
+
+A fingerprint is a flat map of facts, each a key and a value, read in one round trip as root:
+- `mount:<target>`   what is mounted there (source and file system type; pseudo file systems left out)
+- `path:<path>`      the top of each directory the plan mounts, creates or roots a server in: inode, owner, type
+- `unit:<name>`      every unit the plan names: active state, main pid, enabled state
+- `listen:<address>` every listening TCP socket, with the process name
+- `nginx`            `nginx -t`: ok or failed (when nginx is installed)
+- `user:<name>`, `group:<name>`
+- `file:<path>`      every file the plan writes or edits: a short sha256, or absent
+Facts come from the host (the kit's own knowledge of the runbook only chooses which paths and units to look at),
+so what changed after a step is evidence of what that step did. The trace is kept as the first fingerprint and
+each step's changes (added, removed, changed facts), and its total cost is reported.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.model import Plan, StepKind
+from harness.targets.base import Target
+
+PSEUDO_FS = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "tmpfs", "devtmpfs", "securityfs", "debugfs",
+             "tracefs", "fusectl", "configfs", "pstore", "bpf", "hugetlbfs", "autofs", "binfmt_misc", "nsfs",
+             "efivarfs", "ramfs", "rpc_pipefs", "nfsd"}
+MAX_ENTRIES = 60  # per directory listed
+_UNIT_VERB = re.compile(r"\bsystemctl\s+(?:--now\s+)?(?:enable|start|restart|reload|stop|disable|status)\s+"
+                        r"(?:--now\s+)?([A-Za-z0-9@_.:-]+)")
+_DIR_ARG = re.compile(r"(?:--root-dir[= ]|\bmkdir\s+(?:-p\s+)?|\bmount\s+\S+\s+)(/[A-Za-z0-9_./-]+)")
+
+
+@dataclass
+class Watch:
+    """What the fingerprint looks at, chosen from the plan once per run."""
+
+    units: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def watch_of(plan: Plan) -> Watch:
+    units: list[str] = []
+    dirs: list[str] = []
+    files: list[str] = []
+    for step in plan.steps:
+        text = step.command or ""
+        for name in _UNIT_VERB.findall(text):
+            unit = name if "." in name else f"{name}.service"
+            if unit not in units:
+                units.append(unit)
+        for path in _DIR_ARG.findall(text):
+            path = path.rstrip("/") or "/"
+            if path not in dirs and not path.startswith(("/dev/", "/proc", "/sys", "/tmp")):
+                dirs.append(path)
+        if step.kind in (StepKind.FILE_WRITE, StepKind.LINE_EDIT) and step.path:
+            if step.path not in files:
+                files.append(step.path)
+            if step.path.startswith("/etc/systemd/system/") and step.path.endswith((".service", ".timer")):
+                unit = step.path.rsplit("/", 1)[1]
+                if unit not in units:
+                    units.append(unit)
+            if step.path == "/etc/fstab" and step.content.split()[1:2]:
+                point = step.content.split()[1]
+                if point.startswith("/") and point not in dirs:
+                    dirs.append(point)
+    return Watch(units=units, dirs=dirs, files=files)
+
+
+def script(watch: Watch) -> str:
+    q = shlex.quote
+    parts = ["echo @@mounts; findmnt -rn -o TARGET,SOURCE,FSTYPE 2>/dev/null"]
+    for d in watch.dirs:
+        parts.append(f"echo @@dir {q(d)}; if [ -d {q(d)} ]; then stat -c '%n|%i|%U:%G|%F' {q(d)} {q(d)}/* "
+                     f"{q(d)}/.[!.]* 2>/dev/null | head -{MAX_ENTRIES}; fi")
+    parts.append("echo @@units")
+    for u in watch.units:
+        parts.append(f"echo {q(u)}\"|$(systemctl show -p ActiveState --value {q(u)} 2>/dev/null)|"
+                     f"$(systemctl show -p MainPID --value {q(u)} 2>/dev/null)|"
+                     f"$(systemctl is-enabled {q(u)} 2>/dev/null)\"")
+    parts.append("echo @@listen; ss -Htlnp 2>/dev/null | awk '{print $4\"|\"$6}'")
+    parts.append("echo @@nginx; if command -v nginx >/dev/null 2>&1; then nginx -t >/dev/null 2>&1 && echo ok "
+                 "|| echo failed; fi")
+    parts.append("echo @@users; getent passwd | cut -d: -f1,3; echo @@groups; getent group | cut -d: -f1")
+    parts.append("echo @@files")
+    for f in watch.files:
+        parts.append(f"if [ -e {q(f)} ]; then echo {q(f)}\"|$(sha256sum < {q(f)} | cut -c1-16)\"; "
+                     f"else echo {q(f)}'|absent'; fi")
+    return "; ".join(parts)
+
+
+def parse(output: str) -> dict[str, str]:
+    facts: dict[str, str] = {}
+    section = ""
+    for line in output.splitlines():
+        line = line.rstrip()
+        if line.startswith("@@"):
+            section = line[2:]
+            continue
+        if not line:
+            continue
+        if section == "mounts":
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] not in PSEUDO_FS:
+                facts[f"mount:{fields[0]}"] = f"{fields[1]} {fields[2]}"
+        elif section.startswith("dir "):
+            name, _, rest = line.partition("|")
+            inode, owner, kind = (rest.split("|") + ["", "", ""])[:3]
+            facts[f"path:{name}"] = f"{kind} inode={inode} owner={owner}"
+        elif section == "units":
+            unit, active, pid, enabled = (line.split("|") + ["", "", "", ""])[:4]
+            facts[f"unit:{unit}"] = f"{active or 'unknown'} pid={pid or '0'} {enabled or 'not-found'}"
+        elif section == "listen":
+            address, _, process = line.partition("|")
+            found = re.search(r'\(\("([^"]+)"', process)
+            facts[f"listen:{address}"] = found.group(1) if found else "?"
+        elif section == "nginx":
+            facts["nginx"] = line
+        elif section == "users":
+            name, _, uid = line.partition(":")
+            facts[f"user:{name}"] = f"uid={uid}"
+        elif section == "groups":
+            facts[f"group:{line}"] = "present"
+        elif section == "files":
+            path, _, digest = line.rpartition("|")
+            facts[f"file:{path}"] = digest
+    return facts
+
+
+def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    return {"added": {k: after[k] for k in sorted(set(after) - set(before))},
+            "removed": {k: before[k] for k in sorted(set(before) - set(after))},
+            "changed": {k: [before[k], after[k]] for k in sorted(set(before) & set(after)) if before[k] != after[k]}}
+
+
+@dataclass
+class StateTrace:
+    """Fingerprints of the target before the first step and after each applied step, and what they cost."""
+
+    watch: Watch
+    initial: dict[str, str] = field(default_factory=dict)
+    after: dict[int, dict[str, str]] = field(default_factory=dict)  # step index -> fingerprint after it
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def take(self, target: Target) -> dict[str, str]:
+        started = time.monotonic()
+        res = target.run(script(self.watch), user="root", timeout=60)
+        self.seconds += time.monotonic() - started
+        if not res.ok and not res.stdout.strip():
+            self.errors.append(f"fingerprint failed (exit {res.exit_status}): {res.stderr.strip()[-200:]}")
+        return parse(res.stdout)
+
+    def start(self, target: Target) -> None:
+        self.initial = self.take(target)
+
+    def record(self, index: int, target: Target) -> None:
+        self.after[index] = self.take(target)
+
+    def states(self) -> list[tuple[int | None, dict[str, str]]]:
+        """(step index or None for before the first step, fingerprint), in order."""
+        return [(None, self.initial)] + sorted(self.after.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = []
+        previous = self.initial
+        for index, facts in sorted(self.after.items()):
+            steps.append({"step": index, **diff(previous, facts)})
+            previous = facts
+        return {"watch": {"units": self.watch.units, "dirs": self.watch.dirs, "files": self.watch.files},
+                "initial": self.initial, "steps": steps, "seconds": round(self.seconds, 2),
+                "fingerprints": len(self.after) + 1, "errors": self.errors}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StateTrace:
+        watch = Watch(**data.get("watch", {}))
+        trace = cls(watch=watch, initial=dict(data.get("initial", {})), seconds=float(data.get("seconds", 0)),
+                    errors=list(data.get("errors", [])))
+        current = dict(trace.initial)
+        for step in data.get("steps", []):
+            current = {k: v for k, v in current.items() if k not in step.get("removed", {})}
+            current.update(step.get("added", {}))
+            current.update({k: v[1] for k, v in step.get("changed", {}).items()})
+            trace.after[int(step["step"])] = dict(current)
+        return trace
