@@ -105,16 +105,25 @@ def blame_check(check: CheckResult, trace: StateTrace, order: list[int], stopped
 
 
 def _set_up_by(need: Need, trace: StateTrace, before: int | None) -> list[int]:
-    """The steps after which `need` came to hold, up to (not including) the blamed one."""
-    found = []
+    """The step after which `need` first came to hold (before the blamed one); [] when it held from the start."""
     previous = trace.initial
     for index, facts in sorted(trace.after.items()):
         if before is not None and index >= before:
             break
         if need.holds(facts) and not need.holds(previous):
-            found.append(index)
+            return [index]
         previous = facts
-    return found
+    return []
+
+
+def _first_lost(need: Need, trace: StateTrace) -> int | None:
+    """The first step after which `need` stopped holding (it may have come back and been lost again later)."""
+    previous = trace.initial
+    for index, facts in sorted(trace.after.items()):
+        if need.holds(previous) and not need.holds(facts):
+            return index
+        previous = facts
+    return None
 
 
 def _changes_at(trace: StateTrace, index: int) -> dict[str, Any]:
@@ -190,6 +199,10 @@ def _describe(cause: RootCause, trace: StateTrace, steps: dict[int, Step]) -> No
         lost = "; ".join(n.describe() for n in needs)
         cause.summary = (f"after {where} this no longer holds: {lost}"
                          + (f", which {earlier} had set up" if earlier else ""))
+        first = [i for i in (_first_lost(n, trace) for n in needs) if i is not None and i != step.index]
+        if first and first[0] in steps:
+            cause.summary += (f" (first lost after step {first[0]}, line {steps[first[0]].ref.line_start}: "
+                              f"`{steps[first[0]].summary()[:80]}`; back for a while, lost for good here)")
         point, gone = _hidden_by_mount(cause.changes)
         if point:
             cause.summary += f"; the step mounts over {point} and hides what was there ({', '.join(gone[:4])})"

@@ -400,10 +400,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_down.add_argument("run_id", metavar="RUN_ID", help="its run id (stdb-conformance lab list)")
     p_down.set_defaults(func=cmd_lab_down)
 
+    p_diff = sub.add_parser("diff", help="compare two finished runs (report dirs): checks whose outcome changed, "
+                                         "findings and root causes added or gone, timings; exit 0 when B has no "
+                                         "new failure")
+    p_diff.add_argument("a", metavar="A", help="the report dir of the earlier run")
+    p_diff.add_argument("b", metavar="B", help="the report dir of the later run (e.g. after a fix to the runbook)")
+    p_diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p_diff.set_defaults(func=cmd_diff)
+
     p_clean = sub.add_parser("clean", help="remove lab resources left by dead runs")
     p_clean.add_argument("--all", action="store_true", help="also remove resources of live runs")
     p_clean.set_defaults(func=cmd_clean)
     return parser
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from harness.report_diff import diff_command
+
+    return diff_command(Path(args.a), Path(args.b), args.json)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,9 +169,12 @@ def run(options: RunOptions, progress: Progress) -> int:
                 testbed.follow_plan(plan)
                 trace = StateTrace(watch_of(plan))
                 with timer.phase("apply"):
-                    trace.start(target)
-                    applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step,
-                                         after_step=lambda step, host: trace.record(step.index, host))
+                    try:
+                        trace.start(target)
+                        applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step,
+                                             after_step=lambda step, host: trace.record(step.index, host))
+                    finally:
+                        trace.close()
                 _record_apply(report, applied, workdir)
                 report.state_trace = trace.to_dict()
                 transcript: list[dict[str, Any]] = applied.transcript()

@@ -16,7 +16,9 @@ each step's changes (added, removed, changed facts), and its total cost is repor
 from __future__ import annotations
 
 import re
+import select
 import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ PSEUDO_FS = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "tmpfs", 
              "tracefs", "fusectl", "configfs", "pstore", "bpf", "hugetlbfs", "autofs", "binfmt_misc", "nsfs",
              "efivarfs", "ramfs", "rpc_pipefs", "nfsd"}
 MAX_ENTRIES = 60  # per directory listed
+SHELL_TIMEOUT = 60.0  # seconds one fingerprint may take in the long-lived shell
 _UNIT_VERB = re.compile(r"\bsystemctl\s+(?:--now\s+)?(?:enable|start|restart|reload|stop|disable|status)\s+"
                         r"(?:--now\s+)?([A-Za-z0-9@_.:-]+)")
 _DIR_ARG = re.compile(r"(?:--root-dir[= ]|\bmkdir\s+(?:-p\s+)?|\bmount\s+\S+\s+)(/[A-Za-z0-9_./-]+)")
@@ -77,13 +80,17 @@ def script(watch: Watch) -> str:
         parts.append(f"echo @@dir {q(d)}; if [ -d {q(d)} ]; then stat -c '%n|%i|%U:%G|%F' {q(d)} {q(d)}/* "
                      f"{q(d)}/.[!.]* 2>/dev/null | head -{MAX_ENTRIES}; fi")
     parts.append("echo @@units")
-    for u in watch.units:
-        parts.append(f"echo {q(u)}\"|$(systemctl show -p ActiveState --value {q(u)} 2>/dev/null)|"
-                     f"$(systemctl show -p MainPID --value {q(u)} 2>/dev/null)|"
-                     f"$(systemctl is-enabled {q(u)} 2>/dev/null)\"")
+    if watch.units:
+        # one call for every unit: blocks of Id/ActiveState/MainPID/UnitFileState separated by blank lines
+        parts.append("systemctl show -p Id -p ActiveState -p MainPID -p UnitFileState "
+                     + " ".join(q(u) for u in watch.units) + " 2>/dev/null")
     parts.append("echo @@listen; ss -Htlnp 2>/dev/null | awk '{print $4\"|\"$6}'")
-    parts.append("echo @@nginx; if command -v nginx >/dev/null 2>&1; then nginx -t >/dev/null 2>&1 && echo ok "
-                 "|| echo failed; fi")
+    # `nginx -t` again only when nginx's configuration (or the binary) changed since the last fingerprint of this
+    # shell: a persistent shell keeps the last answer (a new shell simply asks again)
+    parts.append("echo @@nginx; if command -v nginx >/dev/null 2>&1; then "
+                 "k=$( (command -v nginx; find /etc/nginx -printf '%p %T@ %s\\n' 2>/dev/null) | md5sum); "
+                 "if [ \"$k\" != \"${STDBC_NGINX_K:-}\" ]; then STDBC_NGINX_K=$k; "
+                 "nginx -t >/dev/null 2>&1 && STDBC_NGINX_T=ok || STDBC_NGINX_T=failed; fi; echo $STDBC_NGINX_T; fi")
     parts.append("echo @@users; getent passwd | cut -d: -f1,3; echo @@groups; getent group | cut -d: -f1")
     parts.append("echo @@files")
     for f in watch.files:
@@ -92,8 +99,17 @@ def script(watch: Watch) -> str:
     return "; ".join(parts)
 
 
+def _flush_unit(props: dict[str, str], facts: dict[str, str]) -> None:
+    """A complete block of `systemctl show` (its four properties, in any order) as the unit's fact."""
+    if len(props) == 4 and props.get("Id"):
+        facts[f"unit:{props['Id']}"] = (f"{props.get('ActiveState') or 'unknown'} pid={props.get('MainPID') or '0'} "
+                                        f"{props.get('UnitFileState') or 'not-found'}")
+        props.clear()
+
+
 def parse(output: str) -> dict[str, str]:
     facts: dict[str, str] = {}
+    unit_props: dict[str, str] = {}
     section = ""
     for line in output.splitlines():
         line = line.rstrip()
@@ -101,6 +117,8 @@ def parse(output: str) -> dict[str, str]:
             section = line[2:]
             continue
         if not line:
+            if section == "units":
+                unit_props.clear()
             continue
         if section == "mounts":
             fields = line.split()
@@ -111,8 +129,10 @@ def parse(output: str) -> dict[str, str]:
             inode, owner, kind = (rest.split("|") + ["", "", ""])[:3]
             facts[f"path:{name}"] = f"{kind} inode={inode} owner={owner}"
         elif section == "units":
-            unit, active, pid, enabled = (line.split("|") + ["", "", "", ""])[:4]
-            facts[f"unit:{unit}"] = f"{active or 'unknown'} pid={pid or '0'} {enabled or 'not-found'}"
+            key, _, value = line.partition("=")
+            unit_props[key] = value
+            if len(unit_props) == 4:
+                _flush_unit(unit_props, facts)
         elif section == "listen":
             address, _, process = line.partition("|")
             found = re.search(r'\(\("([^"]+)"', process)
@@ -136,6 +156,56 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
             "changed": {k: [before[k], after[k]] for k in sorted(set(before) & set(after)) if before[k] != after[k]}}
 
 
+class Shell:
+    """One long-lived root shell on the target (`target.popen_argv`): every fingerprint is one script written to it,
+    without a new `docker exec`/ssh each time. Bounded: a script that does not finish within SHELL_TIMEOUT breaks
+    the shell, and the trace goes back to one command per fingerprint."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.count = 0
+        self.broken = False
+
+    def run(self, text: str) -> str | None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.count += 1
+        marker = f"@@stdbc-end-{self.count}"
+        try:
+            self.proc.stdin.write(f"{{ {text}\n}} 2>/dev/null; echo {marker}\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.broken = True
+            return None
+        lines: list[str] = []
+        deadline = time.monotonic() + SHELL_TIMEOUT
+        while True:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.broken = True
+                return None
+            line = self.proc.stdout.readline()
+            if not line:
+                self.broken = True
+                return None
+            if line.rstrip("\n") == marker:
+                return "".join(lines)
+            lines.append(line)
+
+    def close(self) -> None:
+        if self.broken:  # a script still running in it: no point waiting for it
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
 @dataclass
 class StateTrace:
     """Fingerprints of the target before the first step and after each applied step, and what they cost."""
@@ -145,14 +215,40 @@ class StateTrace:
     after: dict[int, dict[str, str]] = field(default_factory=dict)  # step index -> fingerprint after it
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    shell: Shell | None = field(default=None, repr=False)
+    shell_failed: bool = False
 
     def take(self, target: Target) -> dict[str, str]:
         started = time.monotonic()
-        res = target.run(script(self.watch), user="root", timeout=60)
+        text = script(self.watch)
+        shell = self._shell(target)
+        output = shell.run(text) if shell is not None else None
+        if output is None:  # no long-lived shell on this target (or it broke): one command
+            res = target.run(text, user="root", timeout=60)
+            output = res.stdout
+            if not res.ok and not res.stdout.strip():
+                self.errors.append(f"fingerprint failed (exit {res.exit_status}): {res.stderr.strip()[-200:]}")
         self.seconds += time.monotonic() - started
-        if not res.ok and not res.stdout.strip():
-            self.errors.append(f"fingerprint failed (exit {res.exit_status}): {res.stderr.strip()[-200:]}")
-        return parse(res.stdout)
+        return parse(output)
+
+    def _shell(self, target: Target) -> Shell | None:
+        if self.shell is None and not self.shell_failed:
+            argv_of = getattr(target, "popen_argv", None)
+            if argv_of is not None:
+                try:
+                    self.shell = Shell(argv_of(["bash"], user="root"))
+                except OSError as exc:
+                    self.shell_failed = True
+                    self.errors.append(f"no long-lived shell for the trace: {exc}")
+        if self.shell is not None and self.shell.broken:
+            self.shell.close()
+            self.shell, self.shell_failed = None, True
+        return self.shell
+
+    def close(self) -> None:
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
 
     def start(self, target: Target) -> None:
         self.initial = self.take(target)

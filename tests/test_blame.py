@@ -103,14 +103,16 @@ def test_the_fingerprint_is_parsed_from_what_the_host_prints() -> None:
     watch = watch_of(plan)
     assert watch.dirs == ["/srv/app"] and watch.units == ["app.service"]
     text = script(watch)
-    assert "findmnt" in text and "systemctl show -p ActiveState" in text and "ss -Htlnp" in text
+    assert "findmnt" in text and "systemctl show -p Id -p ActiveState" in text and "ss -Htlnp" in text
     printed = ("@@mounts\n/ /dev/vda ext4\n/proc proc proc\n/srv/app /dev/nvme1n1 ext4\n"
                "@@dir /srv/app\n/srv/app|2|root:root|directory\n/srv/app/lost+found|11|root:root|directory\n"
-               "@@units\napp.service|active|42|static\n@@listen\n127.0.0.1:3000|users:((\"app\",pid=42,fd=3))\n"
+               "@@units\nId=app.service\nMainPID=42\nActiveState=active\nUnitFileState=static\n\n"
+               "Id=gone.service\nActiveState=inactive\nMainPID=0\nUnitFileState=\n@@listen\n127.0.0.1:3000|users:((\"app\",pid=42,fd=3))\n"
                "@@nginx\n@@users\nroot:0\n@@groups\nroot\n@@files\n/etc/x|absent\n")
     facts = parse(printed)
     assert facts["mount:/srv/app"] == "/dev/nvme1n1 ext4" and "mount:/proc" not in facts
     assert facts["unit:app.service"] == "active pid=42 static" and facts["listen:127.0.0.1:3000"] == "app"
+    assert facts["unit:gone.service"] == "inactive pid=0 not-found"
     assert facts["path:/srv/app/lost+found"].startswith("directory inode=11") and facts["file:/etc/x"] == "absent"
     assert diff({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == {"added": {"c": "4"}, "removed": {"a": "1"},
                                                               "changed": {"b": ["2", "3"]}}
@@ -136,3 +138,17 @@ def test_the_first_lines_of_the_report_name_the_root_causes() -> None:
     head = text.split("## Findings about the runbook")[0]
     assert "## Root causes: 1 root cause explains 2 of 3 failures" in head and "fix:" in head
     assert "`routes.x`" in head
+
+
+def test_the_long_lived_shell_answers_each_script_and_gives_up_on_a_hung_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import harness.trace as trace_module
+    from harness.trace import Shell
+
+    shell = Shell(["bash"])
+    try:
+        assert shell.run("x=5; echo one") == "one\n"
+        assert shell.run("echo $x; echo two") == "5\ntwo\n"  # the same shell: state kept between scripts
+        monkeypatch.setattr(trace_module, "SHELL_TIMEOUT", 0.5)
+        assert shell.run("sleep 5") is None and shell.broken
+    finally:
+        shell.close()
