@@ -31,6 +31,40 @@ def detect(plan: Plan, transcript: list[dict[str, Any]], checks: list[CheckResul
     found += firewall_without_effect(plan, transcript, facts)
     found += route_patterns_matching_nothing(plan)
     found += pipelines_hiding_failure(plan, transcript)
+    found += defects_behind_defects(checks)
+    return found
+
+
+def defects_behind_defects(checks: list[CheckResult]) -> list[Finding]:
+    """What the repairs tried in the lab (harness.repairs) showed about a command that failed as written: the
+    defect behind its first error (a repaired command that fails for another reason), or a repair that works,
+    whose command becomes the fix ("tried in the lab")."""
+    from harness.repairs import LABEL
+
+    found = []
+    for check in checks:
+        attempts = [e for e in check.evidence if e.label.startswith(LABEL)]
+        if not attempts:
+            continue
+        first_error = check.message.splitlines()[0][:200] if check.message else ""
+        evidence = [Evidence(label="as written", output=first_error)] + attempts
+        last = attempts[-1]
+        tried = " -> ".join(f"`{a.command}`" for a in attempts)
+        if last.status == 0:
+            found.append(Finding(
+                id="runbook.repair-tried-in-the-lab", severity=Severity.ERROR,
+                summary=f"{first_error}; repaired as {tried}, which works (tried in the lab)",
+                runbook_ref=check.runbook_ref or {}, evidence=evidence,
+                suggestion=f"use `{last.command}` (tried in the lab: exit 0)"))
+        else:
+            why = (last.output or "").strip().splitlines()[-1:] or [""]
+            found.append(Finding(
+                id="runbook.defect-behind-defect", severity=Severity.ERROR,
+                summary=f"{first_error}; behind it, the repaired command {tried} fails too (exit {last.status}: "
+                        f"{why[0][:160]})",
+                runbook_ref=check.runbook_ref or {}, evidence=evidence,
+                suggestion=f"fix both: {attempts[0].label.removeprefix(LABEL + ': ')}; then what `{last.command}` "
+                           f"says (exit {last.status})"))
     return found
 
 
