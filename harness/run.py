@@ -696,6 +696,9 @@ def _explain(report: RunReport, plan: Plan, trace: StateTrace, applied: ApplyRes
     causes, unexplained = root_causes(plan, trace, report.checks, stopped)
     report.root_causes = [c.to_dict() for c in causes]
     report.unexplained = unexplained
+    from harness.findings import attach_root_causes
+
+    attach_root_causes(report.findings, report.root_causes)
     report.state_trace["cost"] = {"seconds": round(trace.seconds, 2), "apply_seconds": round(apply_seconds, 2),
                                   "share_of_apply": round(trace.seconds / apply_seconds, 3) if apply_seconds else None}
 

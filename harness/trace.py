@@ -15,6 +15,7 @@ each step's changes (added, removed, changed facts), and its total cost is repor
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import shlex
@@ -163,34 +164,36 @@ class Shell:
 
     def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.DEVNULL, bufsize=0)
         self.count = 0
         self.broken = False
 
     def run(self, text: str) -> str | None:
+        """The script's output, or None when the shell broke or did not answer in time. Reads the pipe itself
+        (os.read after select), never through a buffered reader that could hold the marker select cannot see."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.count += 1
-        marker = f"@@stdbc-end-{self.count}"
+        marker = f"@@stdbc-end-{self.count}\n".encode()
         try:
-            self.proc.stdin.write(f"{{ {text}\n}} 2>/dev/null; echo {marker}\n")
+            self.proc.stdin.write(f"{{ {text}\n}} 2>/dev/null; echo {marker.decode().strip()}\n".encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             self.broken = True
             return None
-        lines: list[str] = []
+        fd = self.proc.stdout.fileno()
+        data = b""
         deadline = time.monotonic() + SHELL_TIMEOUT
-        while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        while not data.endswith(marker) and b"\n" + marker not in data:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 self.broken = True
                 return None
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 self.broken = True
                 return None
-            if line.rstrip("\n") == marker:
-                return "".join(lines)
-            lines.append(line)
+            data += chunk
+        return data[: data.rindex(marker)].decode(errors="replace")
 
     def close(self) -> None:
         if self.broken:  # a script still running in it: no point waiting for it

@@ -152,3 +152,23 @@ def test_the_long_lived_shell_answers_each_script_and_gives_up_on_a_hung_one(mon
         assert shell.run("sleep 5") is None and shell.broken
     finally:
         shell.close()
+
+
+def test_a_claim_contradicted_by_a_root_cause_gets_its_fix_and_others_name_their_step() -> None:
+    from harness.findings import attach_root_causes, claims_contradicted
+
+    plan = _plan()
+    start = next(s for s in plan.steps if "systemctl start" in s.command)
+    ref = {"section": ["Install"], "line_start": start.ref.line_start, "line_end": start.ref.line_end}
+    checks = [CheckResult(id="service.unit-active", suite="service", outcome=Outcome.FAILED, claim="it runs",
+                          runbook_ref=ref, needs=list(SERVER), message="not active"),
+              CheckResult(id="tls.x", suite="tls", outcome=Outcome.FAILED, claim="TLS 1.2+", runbook_ref=ref,
+                          message="1.0 on")]
+    findings = claims_contradicted(checks)
+    assert findings[1].suggestion.startswith(f"change the step at line {start.ref.line_start} (Install) so that "
+                                             f"afterwards: TLS 1.2+")
+    causes, _ = root_causes(plan, _trace(plan), checks, stopped=None)
+    attach_root_causes(findings, [c.to_dict() for c in causes])
+    assert findings[0].suggestion.startswith("explained by the root cause at step")
+    assert "mount" in findings[0].suggestion
+    assert findings[1].suggestion.startswith("change the step at line")

@@ -116,8 +116,30 @@ def claims_contradicted(checks: list[CheckResult]) -> list[Finding]:
             id="runbook.claim-contradicted", severity=Severity.ERROR,
             summary=f"{check.claim or check.id} — contradicted on the lab ({check.id}): {first[0][:200]}",
             runbook_ref=check.runbook_ref, evidence=check.evidence[:3],
-            suggestion="see the check's evidence; fix the step the reference points at"))
+            suggestion=_step_fix(check)))
     return found
+
+
+def _step_fix(check: CheckResult) -> str:
+    """A fix that names the step and what must hold after it (a root cause replaces it when one explains the check:
+    harness.run's _explain)."""
+    ref = check.runbook_ref or {}
+    section = " > ".join(ref.get("section") or []) or "the runbook"
+    return (f"change the step at line {ref.get('line_start', '?')} ({section}) so that afterwards: "
+            f"{check.claim or check.id} (what the lab showed instead is in the evidence)")
+
+
+def attach_root_causes(findings: list[Finding], root_causes: list[dict[str, Any]]) -> None:
+    """A claim contradicted because of a root cause gets that root cause's fix (the step to change is that one)."""
+    by_check = {check: cause for cause in root_causes for check in cause["explains"] + cause["explains_through"]}
+    for finding in findings:
+        if finding.id != "runbook.claim-contradicted":
+            continue
+        check_id = finding.summary.split("contradicted on the lab (", 1)[-1].split(")", 1)[0]
+        cause = by_check.get(check_id)
+        if cause is not None:
+            finding.suggestion = (f"explained by the root cause at step {cause['step']} (line {cause['line_start']}, "
+                                  f"`{cause['command'][:80]}`): {cause['fix']}")
 
 
 def firewall_without_effect(plan: Plan, transcript: list[dict[str, Any]], facts: dict[str, Any]) -> list[Finding]:
