@@ -29,12 +29,12 @@ def load_report(directory: Path, name: str) -> dict[str, Any]:
 
 
 def _finding_key(finding: dict[str, Any]) -> str:
-    ref = finding.get("runbook_ref") or {}
-    return f"{finding['id']} @{ref.get('line_start', '?')}: {finding.get('summary', '')[:100]}"
+    """A finding by what it says, not by its line: a fix that adds lines to the runbook moves every later one."""
+    return f"{finding['id']}: {finding.get('summary', '')[:120]}"
 
 
 def _cause_key(cause: dict[str, Any]) -> str:
-    return f"line {cause.get('line_start')} `{cause.get('command', '')[:80]}` ({cause.get('kind')})"
+    return f"`{cause.get('command', '')[:80]}` ({cause.get('kind')}; {', '.join(cause.get('section') or [])[-60:]})"
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def _report(directory: Path, outcomes: dict[str, str], *, causes: list[dict] | N
     return directory
 
 
-MOUNT = {"line_start": 336, "command": "sudo mount -a", "kind": "broke"}
+MOUNT = {"line_start": 336, "command": "sudo mount -a", "kind": "broke", "section": ["Backups", "Step 1"]}
 
 
 def test_a_fix_shows_its_failures_gone_and_no_new_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,8 +35,9 @@ def test_a_fix_shows_its_failures_gone_and_no_new_one(tmp_path: Path, capsys: py
     assert main(["diff", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "service.unit-active: failed -> passed" in out and "fixed 2, new failures 0" in out
-    assert "root causes gone: 1" in out and "line 336 `sudo mount -a` (broke)" in out
+    assert "root causes gone: 1" in out and "`sudo mount -a` (broke; Backups, Step 1)" in out
     assert "findings gone: 1" in out and "apply: 30.0 -> 25.0 (-5.0)" in out
+    assert "findings new: 0" in out
     assert "suite:service" not in out  # a change under a second is not listed
     assert out.strip().endswith("B has no new failure")
 

@@ -96,7 +96,8 @@ class ServicesState:
     ips: dict[str, str] = field(default_factory=dict)
     domain: str = ""
     acme_directory: str = ""
-    certbot_configured: bool = False
+    certbot_configured: bool = False  # on the run's target
+    certbot_hosts: list[str] = field(default_factory=list)  # every host answered so far (the target, recovery hosts)
     readiness: dict[str, Any] = field(default_factory=dict)  # bounded waits for the lab's services (and bounds)
     image: str = ""
 
@@ -458,10 +459,12 @@ class LabServices:
         """A declared adaptation right before a step: before the runbook first runs certbot itself, the lab's
         answers are added to certbot's own config file (appended, the package's lines are kept)."""
         command = getattr(step, "command", "") or ""
-        if not self.s.acme_directory or self.s.certbot_configured:
+        host = str(getattr(target, "hostname", "") or "target")
+        if not self.s.acme_directory or host in self.s.certbot_hosts:
             return None
         if not re.search(r"(^|[;&|]\s*|sudo\s+)certbot\b", command) or re.search(r"\bapt(-get)?\b", command):
             return None
+        moved = self._acme_dns_to(target)
         block = "\n# stdb-conformance lab adaptation: answer certbot's questions, use the lab's ACME CA\n"
         block += "\n".join(self.certbot_settings()) + "\n"
         res = target.run(f"mkdir -p /etc/letsencrypt && printf '%s' {shlex.quote(block)} >> /etc/letsencrypt/cli.ini",
@@ -469,7 +472,26 @@ class LabServices:
         if not res.ok:
             raise LabError(f"cannot write /etc/letsencrypt/cli.ini on the target: {res.stderr.strip()[-200:]}")
         self.s.certbot_configured = True
-        return "appended the lab's ACME settings to /etc/letsencrypt/cli.ini: " + "; ".join(self.certbot_settings())
+        self.s.certbot_hosts.append(host)
+        return (moved + "appended the lab's ACME settings to /etc/letsencrypt/cli.ini: "
+                + "; ".join(self.certbot_settings()))
+
+    def _acme_dns_to(self, target: Target) -> str:
+        """Pebble validates a challenge at the address its DNS gives for the domain: for another host than the
+        run's target (a recovery host prepared by the runbook) that answer moves to that host first."""
+        try:
+            address = target.address()
+        except Exception:  # noqa: BLE001 - a target without an address on the lab network: leave DNS as it is
+            return ""
+        if not address or address == self.s.ips.get("target") or "acme" not in self.s.containers:
+            return ""
+        body = json.dumps({"ip": address})
+        res = docker("exec", self.s.containers["acme"], "curl", "-sf", "-X", "POST", "-d", body,
+                     "http://127.0.0.1:8055/set-default-ipv4", timeout=30, check=False)
+        if res.returncode != 0:
+            said = res.stderr.decode(errors="replace")[-200:]
+            raise LabError(f"cannot point the lab's ACME DNS at {address}: {said}")
+        return f"the lab's ACME DNS now answers {self.domain} with this host ({address}); "
 
 
     # ---- down --------------------------------------------------------------------------------------

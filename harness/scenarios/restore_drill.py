@@ -413,8 +413,15 @@ class _Drill:
         host = recovery.target
         boot_seconds = recovery.boot_seconds()
 
-        prepared = apply_plan(self.plan, host, progress=lambda m: None,
-                              before_step=lambda step, _target: recovery.before_step(step))
+        services = self.lab.services
+
+        def before_step(step: Any, target: Target) -> str | None:
+            """The recovery host gets what the run's target got before the same step: the backend's volume, and
+            the lab's certbot answers (without them `certbot --nginx` asks a question and ends in EOFError)."""
+            done = [recovery.before_step(step), services.before_step(step, target) if services is not None else None]
+            return "; ".join(d for d in done if d) or None
+
+        prepared = apply_plan(self.plan, host, progress=lambda m: None, before_step=before_step)
         self.event("recovery_prepared", seconds=round(time.monotonic() - started, 1), ok=prepared.ok,
                    stopped_at=prepared.stopped_at.index if prepared.stopped_at else None,
                    steps=[{"index": r.step.index, "summary": r.step.summary()[:160], "status": r.status,
