@@ -34,7 +34,8 @@ def _finding_key(finding: dict[str, Any]) -> str:
 
 
 def _cause_key(cause: dict[str, Any]) -> str:
-    return f"`{cause.get('command', '')[:80]}` ({cause.get('kind')}; {', '.join(cause.get('section') or [])[-60:]})"
+    section = (cause.get("section") or ["?"])[-1]
+    return f"`{cause.get('command', '')[:80]}` ({cause.get('kind')}; {section[:60]})"
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_a_fix_shows_its_failures_gone_and_no_new_one(tmp_path: Path, capsys: py
     assert main(["diff", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "service.unit-active: failed -> passed" in out and "fixed 2, new failures 0" in out
-    assert "root causes gone: 1" in out and "`sudo mount -a` (broke; Backups, Step 1)" in out
+    assert "root causes gone: 1" in out and "`sudo mount -a` (broke; Step 1)" in out
     assert "findings gone: 1" in out and "apply: 30.0 -> 25.0 (-5.0)" in out
     assert "findings new: 0" in out
     assert "suite:service" not in out  # a change under a second is not listed
