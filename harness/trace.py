@@ -75,28 +75,30 @@ def watch_of(plan: Plan) -> Watch:
 
 
 def script(watch: Watch) -> str:
+    """One shell script printing every section; few processes (each costs a fork on a busy host): raw files and
+    raw tool output, parsed here, not in pipelines on the host."""
     q = shlex.quote
     parts = ["echo @@mounts; findmnt -rn -o TARGET,SOURCE,FSTYPE 2>/dev/null"]
     for d in watch.dirs:
-        parts.append(f"echo @@dir {q(d)}; if [ -d {q(d)} ]; then stat -c '%n|%i|%U:%G|%F' {q(d)} {q(d)}/* "
-                     f"{q(d)}/.[!.]* 2>/dev/null | head -{MAX_ENTRIES}; fi")
+        parts.append(f"echo @@dir {q(d)}; [ -d {q(d)} ] && stat -c '%n|%i|%U:%G|%F' {q(d)} {q(d)}/* "
+                     f"{q(d)}/.[!.]* 2>/dev/null")
     parts.append("echo @@units")
     if watch.units:
         # one call for every unit: blocks of Id/ActiveState/MainPID/UnitFileState separated by blank lines
         parts.append("systemctl show -p Id -p ActiveState -p MainPID -p UnitFileState "
                      + " ".join(q(u) for u in watch.units) + " 2>/dev/null")
-    parts.append("echo @@listen; ss -Htlnp 2>/dev/null | awk '{print $4\"|\"$6}'")
+    parts.append("echo @@listen; ss -Htlnp 2>/dev/null")
     # `nginx -t` again only when nginx's configuration (or the binary) changed since the last fingerprint of this
     # shell: a persistent shell keeps the last answer (a new shell simply asks again)
     parts.append("echo @@nginx; if command -v nginx >/dev/null 2>&1; then "
-                 "k=$( (command -v nginx; find /etc/nginx -printf '%p %T@ %s\\n' 2>/dev/null) | md5sum); "
+                 "k=\"$(command -v nginx) $(find /etc/nginx -newer /etc/hostname -printf '%p %T@ %s;' 2>/dev/null)\"; "
                  "if [ \"$k\" != \"${STDBC_NGINX_K:-}\" ]; then STDBC_NGINX_K=$k; "
                  "nginx -t >/dev/null 2>&1 && STDBC_NGINX_T=ok || STDBC_NGINX_T=failed; fi; echo $STDBC_NGINX_T; fi")
-    parts.append("echo @@users; getent passwd | cut -d: -f1,3; echo @@groups; getent group | cut -d: -f1")
+    parts.append("echo @@users; cat /etc/passwd; echo @@groups; cat /etc/group")
     parts.append("echo @@files")
-    for f in watch.files:
-        parts.append(f"if [ -e {q(f)} ]; then echo {q(f)}\"|$(sha256sum < {q(f)} | cut -c1-16)\"; "
-                     f"else echo {q(f)}'|absent'; fi")
+    if watch.files:
+        files = " ".join(q(f) for f in watch.files)
+        parts.append(f"sha256sum {files} 2>&1")
     return "; ".join(parts)
 
 
@@ -134,20 +136,26 @@ def parse(output: str) -> dict[str, str]:
             unit_props[key] = value
             if len(unit_props) == 4:
                 _flush_unit(unit_props, facts)
-        elif section == "listen":
-            address, _, process = line.partition("|")
-            found = re.search(r'\(\("([^"]+)"', process)
-            facts[f"listen:{address}"] = found.group(1) if found else "?"
+        elif section == "listen":  # ss -Htlnp: State Recv-Q Send-Q Local Peer [Process]
+            fields = line.split()
+            if len(fields) >= 4:
+                found = re.search(r'\(\("([^"]+)"', line)
+                facts[f"listen:{fields[3]}"] = found.group(1) if found else "?"
         elif section == "nginx":
             facts["nginx"] = line
         elif section == "users":
-            name, _, uid = line.partition(":")
-            facts[f"user:{name}"] = f"uid={uid}"
+            fields = line.split(":")
+            if len(fields) > 2:
+                facts[f"user:{fields[0]}"] = f"uid={fields[2]}"
         elif section == "groups":
-            facts[f"group:{line}"] = "present"
+            facts[f"group:{line.split(':')[0]}"] = "present"
         elif section == "files":
-            path, _, digest = line.rpartition("|")
-            facts[f"file:{path}"] = digest
+            digest, _, path = line.partition("  ")
+            if path and re.fullmatch(r"[0-9a-f]{64}", digest):
+                facts[f"file:{path}"] = digest[:16]
+            else:  # sha256sum: FILE: No such file or directory
+                name = line.removeprefix("sha256sum: ").split(": ", 1)[0]
+                facts[f"file:{name}"] = "absent"
     return facts
 
 

@@ -107,13 +107,17 @@ def test_the_fingerprint_is_parsed_from_what_the_host_prints() -> None:
     printed = ("@@mounts\n/ /dev/vda ext4\n/proc proc proc\n/srv/app /dev/nvme1n1 ext4\n"
                "@@dir /srv/app\n/srv/app|2|root:root|directory\n/srv/app/lost+found|11|root:root|directory\n"
                "@@units\nId=app.service\nMainPID=42\nActiveState=active\nUnitFileState=static\n\n"
-               "Id=gone.service\nActiveState=inactive\nMainPID=0\nUnitFileState=\n@@listen\n127.0.0.1:3000|users:((\"app\",pid=42,fd=3))\n"
-               "@@nginx\n@@users\nroot:0\n@@groups\nroot\n@@files\n/etc/x|absent\n")
+               "Id=gone.service\nActiveState=inactive\nMainPID=0\nUnitFileState=\n"
+               "@@listen\nLISTEN 0      4096       127.0.0.1:3000      0.0.0.0:*    users:((\"app\",pid=42,fd=3))\n"
+               "@@nginx\n@@users\nroot:x:0:0:root:/root:/bin/bash\napp:x:998:998::/home/app:/bin/sh\n"
+               "@@groups\nroot:x:0:\n"
+               "@@files\n" + "ab" * 32 + "  /etc/app.conf\nsha256sum: /etc/x: No such file or directory\n")
     facts = parse(printed)
     assert facts["mount:/srv/app"] == "/dev/nvme1n1 ext4" and "mount:/proc" not in facts
     assert facts["unit:app.service"] == "active pid=42 static" and facts["listen:127.0.0.1:3000"] == "app"
     assert facts["unit:gone.service"] == "inactive pid=0 not-found"
     assert facts["path:/srv/app/lost+found"].startswith("directory inode=11") and facts["file:/etc/x"] == "absent"
+    assert facts["file:/etc/app.conf"] == "ab" * 8 and facts["user:app"] == "uid=998" and "group:root" in facts
     assert diff({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == {"added": {"c": "4"}, "removed": {"a": "1"},
                                                               "changed": {"b": ["2", "3"]}}
 
