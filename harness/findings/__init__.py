@@ -32,6 +32,9 @@ def detect(plan: Plan, transcript: list[dict[str, Any]], checks: list[CheckResul
     found += route_patterns_matching_nothing(plan)
     found += pipelines_hiding_failure(plan, transcript)
     found += defects_behind_defects(checks)
+    from harness.findings.prose import prose_points_at_nothing
+
+    found += prose_points_at_nothing(Path(plan.runbook_path))
     return found
 
 
