@@ -100,6 +100,7 @@ class Finding:
     runbook_ref: dict[str, Any] = field(default_factory=dict)
     evidence: list[Evidence] = field(default_factory=list)
     suggestion: str = ""
+    patch: str = ""  # a unified diff against the runbook, where the kit can derive one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class Finding:
             "summary": self.summary,
             "runbook_ref": self.runbook_ref,
             "suggestion": self.suggestion,
+            "patch": self.patch,
             "evidence": [e.to_dict() for e in self.evidence],
         }
 
@@ -116,7 +118,7 @@ class Finding:
         return cls(
             id=data["id"], severity=Severity(data["severity"]), summary=data["summary"],
             runbook_ref=data.get("runbook_ref", {}), suggestion=data.get("suggestion", ""),
-            evidence=[Evidence(**e) for e in data.get("evidence", [])],
+            evidence=[Evidence(**e) for e in data.get("evidence", [])], patch=data.get("patch", ""),
         )
 
 

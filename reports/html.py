@@ -86,7 +86,8 @@ def render_html(report: dict[str, Any]) -> str:
     frows = "".join(
         f'<tr><td class="sev-{escape(f["severity"])}">{escape(f["severity"])}</td><td><code>{escape(f["id"])}</code>'
         f'</td><td>{escape(str((f.get("runbook_ref") or {}).get("line_start", "")))}</td><td>{escape(f["summary"])}'
-        + (f'<br><i>fix: {escape(f["suggestion"])}</i>' if f.get("suggestion") else "") + "</td></tr>"
+        + (f'<br><i>fix: {escape(f["suggestion"])}</i>' if f.get("suggestion") else "")
+        + (f'<pre>{escape(f["patch"])}</pre>' if f.get("patch") else "") + "</td></tr>"
         for f in findings) or '<tr><td colspan="4">None.</td></tr>'
     finding_table = (f'<section><h2>Findings about the runbook</h2><table><tr><th>severity</th><th>id</th>'
                      f'<th>line</th><th>what was observed</th></tr>{frows}</table></section>')

@@ -66,6 +66,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"- **[{f['severity']}] {f['id']}** (line {ref.get('line_start', '?')}): {f['summary']}")
         if f.get("suggestion"):
             out.append(f"  - suggested fix: {f['suggestion']}")
+        if f.get("patch"):
+            out += ["", "    ```diff"] + [f"    {line}" for line in f["patch"].rstrip("\n").splitlines()] + ["    ```"]
     out += ["", "## Traceability (runbook section -> checks)", "", "| line | section | status | checks |",
             "|---|---|---|---|"]
     for row in traceability(report):

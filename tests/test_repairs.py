@@ -84,3 +84,23 @@ def test_findings_say_what_the_repairs_showed() -> None:
     assert behind.id == "runbook.defect-behind-defect" and "last line 1" in behind.summary
     assert behind.runbook_ref == {"line_start": 209}
     assert defects_behind_defects([CheckResult(id="a", suite="a", outcome=Outcome.FAILED)]) == []
+
+
+def test_a_repair_that_works_comes_with_a_patch_of_the_runbooks_line() -> None:
+    runbook = ("Step 6\n\n    sudo systemctl stop spacetimedb\n"
+               "    sudo -u spacetimedb -i -- spacetime --root-dir=/stdb install <version-number>\n")
+    as_run = "sudo -u spacetimedb -i -- spacetime --root-dir=/stdb install 2.8.2"
+    repaired = "sudo -u spacetimedb -- /stdb/spacetime --root-dir=/stdb version install 2.8.2"
+    evidence = [Evidence(label="upgrade step: x", command=as_run, status=127),
+                Evidence(label=f"{LABEL}: no -i", command="...", status=127),
+                Evidence(label=f"{LABEL}: path and group", command=repaired, status=0)]
+    check = CheckResult(id="upgrade.install-specific-version", suite="upgrade", outcome=Outcome.FAILED,
+                        message="fails as written", runbook_ref={"line_start": 4}, evidence=evidence)
+    (finding,) = defects_behind_defects([check], runbook)
+    assert finding.patch.splitlines()[2:] == [
+        "@@ -3,2 +3,2 @@", "     sudo systemctl stop spacetimedb",
+        "-    sudo -u spacetimedb -i -- spacetime --root-dir=/stdb install <version-number>",
+        "+    sudo -u spacetimedb -- /stdb/spacetime --root-dir=/stdb version install <version-number>"]
+    # a line the change cannot be placed on: no patch, the sentence stays
+    (other,) = defects_behind_defects([check], "nothing like it\n" * 5)
+    assert other.patch == "" and other.suggestion.startswith("use `")

@@ -31,14 +31,53 @@ def detect(plan: Plan, transcript: list[dict[str, Any]], checks: list[CheckResul
     found += firewall_without_effect(plan, transcript, facts)
     found += route_patterns_matching_nothing(plan)
     found += pipelines_hiding_failure(plan, transcript)
-    found += defects_behind_defects(checks)
+    found += defects_behind_defects(checks, _text(Path(plan.runbook_path)))
     from harness.findings.prose import prose_points_at_nothing
 
     found += prose_points_at_nothing(Path(plan.runbook_path))
     return found
 
 
-def defects_behind_defects(checks: list[CheckResult]) -> list[Finding]:
+def _line_patch(runbook: str, ref: dict[str, Any], original: str, repaired: str) -> str:
+    """A unified diff that makes, on the runbook's line holding the command, the changes that turned the command as
+    run into the repaired one (placeholders the run substituted stay as the runbook wrote them); "" when a change
+    cannot be placed on that line."""
+    import difflib
+
+    line_no = ref.get("line_start")
+    if not runbook or not original or not isinstance(line_no, int):
+        return ""
+    lines = runbook.splitlines(keepends=True)
+    for index in range(max(0, line_no - 1), min(len(lines), line_no + 3)):
+        patched = _transfer(original, repaired, lines[index])
+        if patched is not None:
+            new = lines[:index] + [patched] + lines[index + 1:]
+            return "".join(difflib.unified_diff(lines, new, "runbook.md", "runbook.md (tried in the lab)", n=1))
+    return ""
+
+
+def _transfer(original: str, repaired: str, line: str) -> str | None:
+    """`line` with each change from `original` to `repaired` made where its context (the text around it in the
+    original) is found; None when one of them has no place on the line."""
+    import difflib
+
+    out = line
+    ops = difflib.SequenceMatcher(a=original, b=repaired, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in reversed(ops):
+        if tag == "equal":
+            continue
+        for width in (16, 8, 4, 1):
+            before, after = original[max(0, i1 - width):i1], original[i2:i2 + width]
+            old = before + original[i1:i2] + after
+            if old and out.count(old) == 1:
+                out = out.replace(old, before + repaired[j1:j2] + after, 1)
+                break
+        else:
+            return None
+    return out
+
+
+def defects_behind_defects(checks: list[CheckResult], runbook: str = "") -> list[Finding]:
     """What the repairs tried in the lab (harness.repairs) showed about a command that failed as written: the
     defect behind its first error (a repaired command that fails for another reason), or a repair that works,
     whose command becomes the fix ("tried in the lab")."""
@@ -49,6 +88,8 @@ def defects_behind_defects(checks: list[CheckResult]) -> list[Finding]:
         attempts = [e for e in check.evidence if e.label.startswith(LABEL)]
         if not attempts:
             continue
+        first_at = check.evidence.index(attempts[0])
+        as_run = check.evidence[first_at - 1].command if first_at > 0 else ""
         first_error = check.message.splitlines()[0][:200] if check.message else ""
         evidence = [Evidence(label="as written", output=first_error)] + attempts
         last = attempts[-1]
@@ -58,7 +99,8 @@ def defects_behind_defects(checks: list[CheckResult]) -> list[Finding]:
                 id="runbook.repair-tried-in-the-lab", severity=Severity.ERROR,
                 summary=f"{first_error}; repaired as {tried}, which works (tried in the lab)",
                 runbook_ref=check.runbook_ref or {}, evidence=evidence,
-                suggestion=f"use `{last.command}` (tried in the lab: exit 0)"))
+                suggestion=f"use `{last.command}` (tried in the lab: exit 0)",
+                patch=_line_patch(runbook, check.runbook_ref or {}, as_run, last.command)))
         else:
             why = (last.output or "").strip().splitlines()[-1:] or [""]
             found.append(Finding(
@@ -69,6 +111,13 @@ def defects_behind_defects(checks: list[CheckResult]) -> list[Finding]:
                 suggestion=f"fix both: {attempts[0].label.removeprefix(LABEL + ': ')}; then what `{last.command}` "
                            f"says (exit {last.status})"))
     return found
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _step_by_index(plan: Plan, index: int) -> Step | None:
