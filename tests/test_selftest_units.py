@@ -317,6 +317,8 @@ def test_judge_detected_missed_and_unexpected(tmp_path: Path) -> None:
     assert j.baselines[0]["clean"] and j.baselines[0]["known_red_seen"] == ["f.known"]
     miss = next(m for m in j.mutants if m["id"] == "miss")
     assert miss["why"] == "s.b is not-applicable"
+    hit = next(m for m in j.mutants if m["id"] == "hit")
+    assert hit["collateral_red"] == ["s.c"] and hit["collateral_unseen"] == []
 
 
 def test_checks_no_member_can_touch_going_red_make_the_whole_unit_invalid(tmp_path: Path) -> None:
@@ -589,6 +591,8 @@ def test_selftest_end_to_end_with_a_stand_in_run(fake: Path, tmp_path: Path,
     assert baseline[baseline.index("--runbook") + 1] == str(fake / "user.md")  # $STDB_RUNBOOK, unmodified
     md = (out / "selftest.md").read_text()
     assert "detection score: 5/5 (100%)" in md and "| `restart-no` | c1.g01 |" in md
+    # exec-gone may also turn restart-always red, and did not here: the report says so (tighten it)
+    assert "- `exec-gone`: `service.restart-always`" in md
 
 
 def test_a_red_baseline_stops_the_selftest_before_the_mutants(fake: Path, tmp_path: Path,

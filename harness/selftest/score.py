@@ -259,6 +259,7 @@ def _judge_group(record: UnitRecord, out: Judgement, clean: dict[str, bool]) -> 
                        "description": member.get("description", ""), "kind": member.get("kind"),
                        "expect_red": member["expect_red"], "may_also_fail": member.get("may_also_fail", []),
                        "observed": observed, "collateral_red": sorted(red & set(member.get("may_also_fail", []))),
+                       "collateral_unseen": sorted(set(member.get("may_also_fail", [])) - red),
                        "status": status, "why": "; ".join(why)})
     return judged
 
@@ -337,6 +338,11 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += ["", "## Unexpected outcomes", ""]
     lines += [f"- {u['unit']}: {u['what']}{' `' + u['check'] + '`' if u['check'] else ''}: {u['detail']}"
               for u in data["unexpected"]] or ["None."]
+    loose = [(m["id"], m["collateral_unseen"]) for m in data["mutants"] if m.get("collateral_unseen")]
+    lines += ["", "## may_also_fail not seen red in this run", "",
+              "Collateral a mutant is allowed but did not cause here: keep `may_also_fail` as tight as the evidence "
+              "allows (drop an entry once runs on every backend agree).", ""]
+    lines += [f"- `{mid}`: {', '.join(f'`{c}`' for c in unseen)}" for mid, unseen in loose] or ["None."]
     lines += ["", "## Lab runs", "", "| unit | kind | members | exit | seconds | verdict | red checks |",
               "|---|---|---|---|---|---|---|"]
     for u in data["units"]:
