@@ -24,8 +24,8 @@ from harness.targets.base import CommandResult, Target
 MAX_ATTEMPTS = 3
 MAX_GROUPS = 12  # subcommands whose own --help is read when a word is an unknown subcommand
 LABEL = "repair tried in the lab"
-_NO_HOME = re.compile(r"unable to change directory to (\S+)")
-_NOT_FOUND = re.compile(r"(?:^|\s)(?:bash: (?:line \d+: )?)?([A-Za-z0-9_.-]+): command not found", re.MULTILINE)
+_NO_HOME = re.compile(r"unable to change directory to ([^\s:]+)")
+_NOT_FOUND = re.compile(r"(?:^|\s)(?:bash: (?:line \d+: )?|sudo: )?([A-Za-z0-9_.-]+): command not found", re.MULTILINE)
 _UNKNOWN_SUB = re.compile(r"(?:unrecognized subcommand|unknown (?:sub)?command|invalid subcommand)\s+['\"`]?([\w-]+)",
                           re.IGNORECASE)
 
@@ -90,7 +90,7 @@ def _next(command: str, result: CommandResult, target: Target, user: str,
         if repaired:
             return repaired, f"sudo could not enter {home.group(1)}: the same command without `-i`"
     missing = _NOT_FOUND.search(text)
-    if missing and result.exit_status == 127:
+    if missing and result.exit_status != 0:  # the shell says 127; sudo says it with 1
         program = missing.group(1)
         path = _find_executable(target, program, dirs)
         repaired = _absolute(command, program, path) if path else None
