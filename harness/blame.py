@@ -66,7 +66,7 @@ class RootCause:
     kind: str
     needs: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
-    through: list[str] = field(default_factory=list)  # failed checks explained through another (no needs of their own)
+    through: list[str] = field(default_factory=list)  # explained through a blamed check they build on (after=)
     set_up_by: list[int] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
