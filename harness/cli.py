@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import EXIT_USAGE, KitError, UsageError
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, EXIT_USAGE, KitError, UsageError
 from harness.paths import default_report_dir, default_runbook
 
 if TYPE_CHECKING:
@@ -408,10 +408,34 @@ def build_parser() -> argparse.ArgumentParser:
     p_diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p_diff.set_defaults(func=cmd_diff)
 
+    p_judge = sub.add_parser("judge", help="judge a finished run again from its recording (REPORT_DIR/histories: "
+                                           "the suites' tapes), without a lab; writes the same reports")
+    p_judge.add_argument("report_dir", metavar="REPORT_DIR", help="the report dir of a finished run")
+    p_judge.add_argument("--out", metavar="DIR", help="where the new reports go (default: REPORT_DIR/judged)")
+    p_judge.set_defaults(func=cmd_judge)
+
     p_clean = sub.add_parser("clean", help="remove lab resources left by dead runs")
     p_clean.add_argument("--all", action="store_true", help="also remove resources of live runs")
     p_clean.set_defaults(func=cmd_clean)
     return parser
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from harness.judge import judge, outcome_counts
+
+    report_dir = Path(args.report_dir)
+    print(f"judging {report_dir} again from its recording (no lab)", flush=True)
+    done = judge(report_dir, Path(args.out) if args.out else None)
+    counts = ", ".join(f"{n} {o}" for o, n in outcome_counts(done.report.checks).items())
+    print(f"suites replayed: {', '.join(done.suites) or 'none'}; {len(done.report.checks)} checks: {counts}")
+    if done.changed:
+        print(f"{len(done.changed)} outcome(s) differ from the recorded run:")
+        for check_id, was, now in done.changed:
+            print(f"  {check_id}: {was} -> {now}")
+    else:
+        print("every outcome as recorded")
+    print(f"verdict: {done.report.verdict().upper()}; reports: {done.paths['markdown'].parent}")
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[done.report.verdict()]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -154,6 +155,10 @@ def _suite_of(item: pytest.Item) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    from harness.tape import current
+
+    current().scope = item.nodeid  # what the check asks is taped under it (harness.tape)
+    random.seed(item.nodeid)  # a check that draws names draws the same ones when its run is judged again
     found = _check_marker(item)
     if found:
         check_id, claim, required, mutates = found
@@ -161,6 +166,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if mutates and not mutation_allowed(item.config):
             # enforced before any fixture of the check runs: nothing of it reaches the host
             raise NotApplicable(f"{NOT_APPLICABLE_PREFIX}changes the host ({mutates}): needs --allow-mutation")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any],
+                         request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    """A fixture shared by several checks asks under its own name on the tape, whichever check set it up first:
+    a run judged again with a subset of the checks finds its answers (harness.tape)."""
+    if fixturedef.scope == "function":
+        return (yield)
+    from harness.tape import current
+
+    tape = current()
+    saved, tape.scope = tape.scope, f"fixture:{fixturedef.argname}"
+    try:
+        return (yield)
+    finally:
+        tape.scope = saved
 
 
 @pytest.hookimpl(wrapper=True)
@@ -194,10 +216,12 @@ def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
         return []
     try:
         if _DIAG_CONTEXT not in config.stash:
+            from harness.tape import current
             from harness.testbed import Testbed
 
             state = RunState.load(Path(path))
-            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), Testbed.from_state(state.lab).target)
+            target = current().new("diagnostics.target", lambda: Testbed.from_state(state.lab).target)
+            config.stash[_DIAG_CONTEXT] = (plan_of_run(state), target)
         from harness.diagnostics import gather
 
         plan, target = config.stash[_DIAG_CONTEXT]
@@ -231,6 +255,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     results: list[CheckResult] = session.config.stash.get(_RESULTS, [])
     if out:
         Path(out).write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    from harness.tape import current
+
+    current().close()
 
 
 # ---------------------------------------------------------------- fixtures for suites
@@ -255,9 +282,13 @@ def plan(run_state: RunState) -> Plan:
 @pytest.fixture(scope="session")
 def testbed(run_state: RunState) -> Testbed:
     """The run's target backend and (for a host the kit built) the lab's services."""
+    from harness.tape import current
     from harness.testbed import Testbed
 
-    return Testbed.from_state(run_state.lab)
+    tape = current()
+    if tape.mode == "replay":  # judged again: the lab is gone, the tape answers
+        return tape.wrap(None, "testbed")
+    return tape.wrap(Testbed.from_state(run_state.lab), "testbed")
 
 
 @pytest.fixture(scope="session")
@@ -295,9 +326,10 @@ def require_capabilities(check: CheckRecorder, capabilities: frozenset[Capabilit
 def remote(run_state: RunState) -> Generator[Any, None, None]:
     """The remote vantage point (never the target's loopback): a harness.vantage.Vantage named by the run
     state (lab client container, this machine, or an ssh host); released at the end of the session."""
+    from harness.tape import current
     from harness.vantage import vantage_from_state
 
-    vantage = vantage_from_state(run_state)
+    vantage = current().new("remote", lambda: vantage_from_state(run_state))
     try:
         yield vantage
     finally:

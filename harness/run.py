@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
 from harness.results import CheckResult
 from harness.run_state import RunState
+from harness.tape import ENV as TAPE_ENV
 from harness.targets.base import Target
 from harness.testbed import Testbed
 from harness.trace import StateTrace, watch_of
@@ -473,6 +475,7 @@ def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> Non
     transcript = applied.transcript()
     (workdir / "transcript.json").write_text(json.dumps(transcript, indent=2))
     report.findings.extend(applied.findings)
+    (workdir / "findings-apply.json").write_text(json.dumps([f.to_dict() for f in applied.findings], indent=1))
     report.step_timings = [{"index": r["index"], "summary": r["summary"], "status": r["status"],
                             "duration": r["duration"]} for r in transcript]
     report.apply = {
@@ -566,34 +569,13 @@ def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: Pha
 
     results: list[CheckResult] = []
     for suite in _suite_files(options.suites):
-        out = workdir / f"checks-{suite.stem}.json"
         name = suite.stem.removeprefix("test_")
         if lab is not None:
             generate(name, lab=lab, state_path=state_path, timer=timer, progress=progress)
         with timer.phase(f"suite:{name}"):
-            cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
-                   "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
-                   "-p", "no:cacheprovider", "--rootdir", str(SUITES_DIR), "-c", os.devnull, "-o", "addopts="]
-            # the suites are found from the package and run from the run's own folder, never from the
-            # current directory (a conftest.py or pytest.ini there must not change what is judged)
-            pythonpath = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
-            try:
-                proc = _run_process_group(cmd, timeout=SUITE_TIMEOUT, cwd=workdir,
-                                          env={**os.environ, "PYTHONPATH": pythonpath})
-            except subprocess.TimeoutExpired as exc:
-                partial = (_text(exc.stdout) + _text(exc.stderr)).strip()
-                (workdir / f"pytest-{name}.log").write_text(partial)
-                raise LabError(f"suite {name} did not finish within {SUITE_TIMEOUT:.0f}s and was stopped "
-                               f"(last output: {_last_line(partial)})",
-                               hint="set STDB_SUITE_TIMEOUT (seconds) to allow longer") from None
-            (workdir / f"pytest-{name}.log").write_text(proc.stdout + proc.stderr)
-            if out.exists():
-                suite_results = [CheckResult.from_dict(d) for d in json.loads(out.read_text())]
-            else:
-                suite_results = []
-            if not suite_results and proc.returncode not in (0, 5):
-                raise LabError(f"suite {name} could not run (pytest exit {proc.returncode}): "
-                               f"{_last_line(proc.stdout + proc.stderr)}")
+            # everything the suite asks the live world is taped (harness.tape): `judge` replays it
+            suite_results = run_suite_process(suite, state_path, workdir,
+                                              tape=f"record:{workdir / f'tape-{name}.jsonl.gz'}")
             counts = _count(suite_results)
             progress(f"   {name}: {counts}")
             results.extend(suite_results)
@@ -601,6 +583,34 @@ def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: Pha
 
 
 SUITE_TIMEOUT = float(os.environ.get("STDB_SUITE_TIMEOUT") or 1800)  # seconds per suite's pytest process
+
+
+def run_suite_process(suite: Path, state_path: Path, workdir: Path, *, tape: str) -> list[CheckResult]:
+    """One suite's checks in their own pytest process, run from `workdir` with the run state at `state_path`;
+    `tape` is STDBC_TAPE for it (harness.tape: record, or replay when a run is judged again)."""
+    name = suite.stem.removeprefix("test_")
+    out = workdir / f"checks-{suite.stem}.json"
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
+           "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
+           "-p", "no:cacheprovider", "--rootdir", str(suite.parent), "-c", os.devnull, "-o", "addopts="]
+    # the suites are found from the package and run from the run's own folder, never from the
+    # current directory (a conftest.py or pytest.ini there must not change what is judged)
+    pythonpath = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
+    try:
+        proc = _run_process_group(cmd, timeout=SUITE_TIMEOUT, cwd=workdir,
+                                  env={**os.environ, "PYTHONPATH": pythonpath, TAPE_ENV: tape})
+    except subprocess.TimeoutExpired as exc:
+        partial = (_text(exc.stdout) + _text(exc.stderr)).strip()
+        (workdir / f"pytest-{name}.log").write_text(partial)
+        raise LabError(f"suite {name} did not finish within {SUITE_TIMEOUT:.0f}s and was stopped "
+                       f"(last output: {_last_line(partial)})",
+                       hint="set STDB_SUITE_TIMEOUT (seconds) to allow longer") from None
+    (workdir / f"pytest-{name}.log").write_text(proc.stdout + proc.stderr)
+    suite_results = [CheckResult.from_dict(d) for d in json.loads(out.read_text())] if out.exists() else []
+    if not suite_results and proc.returncode not in (0, 5):
+        raise LabError(f"suite {name} could not run (pytest exit {proc.returncode}): "
+                       f"{_last_line(proc.stdout + proc.stderr)}")
+    return suite_results
 
 
 def _run_process_group(cmd: list[str], *, timeout: float, cwd: Path,
@@ -715,8 +725,9 @@ def _copy_transcript(workdir: Path, report_dir: Path) -> None:
 
 # what a finished run keeps of its recording (REPORT_DIR/histories/): the plan, the run state and every
 # scenario's history with the files it names (relative to it); never a volume image or a token
-KEPT_RECORDINGS = ("plan.json", "history-*.json", "restore-drill/expected.json", "restore-drill/original.json",
-                   "restore-drill/restored.json", "restore-drill/ack.jsonl", "restore-drill/livecopy-*.json")
+KEPT_RECORDINGS = ("plan.json", "history-*.json", "findings-apply.json", "restore-drill/expected.json",
+                   "restore-drill/original.json", "restore-drill/restored.json", "restore-drill/ack.jsonl",
+                   "restore-drill/livecopy-*.json")
 
 
 def _keep_histories(workdir: Path, report_dir: Path) -> None:
@@ -730,6 +741,9 @@ def _keep_histories(workdir: Path, report_dir: Path) -> None:
             dest = out / src.relative_to(workdir)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(redact_text(src.read_text(errors="replace")))
+    for src in workdir.glob("tape-*.jsonl.gz"):  # redacted as they were written (harness.tape)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / src.name)
     state_path = workdir / "lab-state.json"
     if not state_path.exists():
         return

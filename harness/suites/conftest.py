@@ -20,9 +20,9 @@ from harness.targets.testinfra_bridge import bridge_of, host_for
 @pytest.fixture(scope="session")
 def kit_host(target: Target) -> Any:
     """One testinfra Host per suite session: one kit connection, and testinfra's caches (system info, the
-    implementation picked for each module) kept across the checks."""
-    make = getattr(target, "testinfra_host", None)
-    host = make() if make is not None else host_for(target)
+    implementation picked for each module) kept across the checks. Built on the target, never on a backend's
+    own Host, so that every query is the target's `run` (harness.tape records and replays exactly that)."""
+    host = host_for(target)  # through the target's `run`: guarded, in the transcript, on the run's tape
     bridge_of(host)  # a Host whose queries bypass the kit is refused here, not used unrecorded
     return host
 

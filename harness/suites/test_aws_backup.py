@@ -19,6 +19,7 @@ from harness.aws.moto_lab import client
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.run_state import RunState
+from harness.tape import current
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def _documented_rules(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _plans(aws: dict[str, Any]) -> list[dict[str, Any]]:
-    backup = client("backup", aws["endpoint_url"], aws["region"])
+    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
     found = []
     for item in backup.list_backup_plans()["BackupPlansList"]:
         found.append(backup.get_backup_plan(BackupPlanId=item["BackupPlanId"])["BackupPlan"] |
@@ -102,7 +103,7 @@ def test_plan_rules(aws, plan: Plan, check: CheckRecorder) -> None:
 @pytest.mark.check("aws_backup.vault-exists", claim="the plan's rules write into an existing backup vault")
 def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = client("backup", aws["endpoint_url"], aws["region"])
+    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
     vaults = {v["BackupVaultName"] for v in backup.list_backup_vaults()["BackupVaultList"]}
     targets = {r["TargetBackupVaultName"] for p in _plans(aws) for r in p["Rules"]}
     check.note("vaults / vaults the rules target", json.dumps({"vaults": sorted(vaults), "targets": sorted(targets)}))
@@ -111,7 +112,7 @@ def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
 
 
 def _volume(aws: dict[str, Any]) -> Mapping[str, Any]:
-    ec2 = client("ec2", aws["endpoint_url"], aws["region"])
+    ec2 = current().new("aws.ec2", lambda: client("ec2", aws["endpoint_url"], aws["region"]))
     vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["spacetimedb-data"]}])["Volumes"]
     return vols[0] if vols else {}
 
@@ -120,7 +121,7 @@ def _volume(aws: dict[str, Any]) -> Mapping[str, Any]:
                                                               "(tagged Name=spacetimedb-data)")
 def test_selection(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = client("backup", aws["endpoint_url"], aws["region"])
+    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
     volume = _volume(aws)
     assert volume, "no volume tagged Name=spacetimedb-data"
     tags = {t["Key"]: t["Value"] for t in volume.get("Tags", [])}
@@ -156,7 +157,7 @@ def test_data_volume(aws, plan: Plan, check: CheckRecorder) -> None:
     assert volume["Size"] >= int(step.params.get("size_gb", 0)), f"size {volume['Size']} GB"
     attachments = volume.get("Attachments", [])
     assert attachments, "the volume is not attached"
-    ec2 = client("ec2", aws["endpoint_url"], aws["region"])
+    ec2 = current().new("aws.ec2", lambda: client("ec2", aws["endpoint_url"], aws["region"]))
     instance = ec2.describe_instances(InstanceIds=[attachments[0]["InstanceId"]])["Reservations"][0]["Instances"][0]
     zone = instance["Placement"]["AvailabilityZone"]
     assert volume["AvailabilityZone"] == zone, f"volume in {volume['AvailabilityZone']}, instance in {zone}"
@@ -178,7 +179,7 @@ def test_cross_region(aws, plan: Plan, check: CheckRecorder) -> None:
                                                             "the RPO (one hour for the hourly rule)")
 def test_recovery_points(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = client("backup", aws["endpoint_url"], aws["region"])
+    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
     try:
         points = backup.list_recovery_points_by_backup_vault(BackupVaultName=aws.get("vault") or "Default")
     except Exception as exc:  # noqa: BLE001 - an API moto lacks is reported, not faked

@@ -23,6 +23,7 @@ from harness.lab.docker_target import DockerTarget
 from harness.lab.services import LabServices
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
+from harness.tape import current
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 STEP5_CHANGES = "runs Step 5: publishes a module on the server"
@@ -149,11 +150,12 @@ def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, oper
                         label="fallback: the kit publishes the module on the server's loopback "
                               "(the runbook's publish failed)")
         assert res.ok, f"could not publish the module even on the server's loopback (exit {res.exit_status})"
-    marker = f"stdbc-e2e-{run_state.run_id}-{int(time.time())}"
+    marker = f"stdbc-e2e-{run_state.run_id}-{int(current().value('operator.marker-time', time.time))}"
     url = f"wss://{lab.domain}/v1/database/{database}/subscribe"
     argv = operator.popen_argv(["python3", "/lab/agents/ws_subscribe.py", url, "SELECT * FROM message", "--until",
                                 marker, "--timeout", str(SUBSCRIBE_TIMEOUT)], user="ubuntu")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = current().new("operator.subscriber", lambda: subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                                         stderr=subprocess.PIPE, text=True))
     lines: list[str] = []
     try:
         assert proc.stdout is not None

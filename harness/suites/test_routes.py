@@ -17,6 +17,7 @@ import os
 import shlex
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from harness.routes_model import (
     predict,
 )
 from harness.run_state import RunState
+from harness.tape import current
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
@@ -63,13 +65,14 @@ def locations(plan: Plan) -> list:
 def trusted(run_state: RunState) -> str:
     """A run state without `site` (older run flow): the lab client trusts the ACME CA that issued the
     certificate through its system store (adaptation), as before. With `site`, its ca_file is the trust."""
-    return fallback_trust(run_state)
+    return current().value("routes.trusted", lambda: fallback_trust(run_state))
 
 
 @pytest.fixture(scope="session")
 def probe(remote: Vantage, site: Site, trusted: str) -> Iterator[ProbeSession]:
-    with ProbeSession(remote, max_requests=HYPOTHESIS_EXAMPLES * 4 + 400,
-                      agent_args=agent_flags(site, remote)) as session:
+    made = current().new("probe", lambda: ProbeSession(remote, max_requests=HYPOTHESIS_EXAMPLES * 4 + 400,
+                                                       agent_args=agent_flags(site, remote)))
+    with made as session:
         yield session
 
 
@@ -89,6 +92,33 @@ def _request(site: Site, probe: ProbeSession, method: str, path: str, *, scheme:
     return probe.send({"scheme": scheme, "host": site.domain, "port": 443 if scheme == "https" else 80,
                        "server_name": site.domain, "method": method, "path": path, "body": body,
                        "headers": headers, "timeout": 10, "cafile": None})
+
+
+@contextmanager
+def _examples_from_the_seed_alone() -> Iterator[None]:
+    """Hypothesis also draws strings from the constants of every local module imported so far, so the same seed
+    gives other examples in a process that imported other modules (a run judged again from its tape imports no
+    lab code). Without that pool the examples depend on the seed alone."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # a Hypothesis without the module: nothing to pin
+        yield
+        return
+    real = getattr(providers, "_get_local_constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if real is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    if cache is not None:
+        cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = real
+        if cache is not None:
+            cache.cache.clear()
 
 
 def _line(family: Family | str, result: dict, who: str) -> str:
@@ -276,7 +306,8 @@ def test_generated_requests(site, remote, probe, locations, plan: Plan, check: C
 
     check.ref(_site_step(plan))
     _vantage(check, remote)
-    run_seed = int(os.environ.get("STDB_HYPOTHESIS_SEED") or int(time.time() * 1000) % (2**31))
+    run_seed = current().value("routes.hypothesis-seed", lambda: int(os.environ.get("STDB_HYPOTHESIS_SEED")
+                                                                    or int(time.time() * 1000) % (2**31)))
     check.note("hypothesis", f"seed {run_seed} (replay: STDB_HYPOTHESIS_SEED={run_seed}), at most "
                              f"{HYPOTHESIS_EXAMPLES} examples and {HYPOTHESIS_SECONDS:.0f} s")
     started = time.monotonic()
@@ -351,7 +382,8 @@ def test_generated_requests(site, remote, probe, locations, plan: Plan, check: C
     try:
         assert not leaks, (f"closed route families reached the backend with names the site's location patterns "
                            f"look for: {'; '.join(leaks[:6])}{' ...' if len(leaks) > 6 else ''}")
-        prop()
+        with _examples_from_the_seed_alone():
+            prop()
     except ExceptionGroup as group:  # several distinct falsifying examples: report them all as the failure
         raise AssertionError("; ".join(str(e).splitlines()[0] for e in group.exceptions)) from None
     finally:

@@ -21,6 +21,7 @@ from fixtures.conformance_db import probe_database_or_not_applicable
 from harness.model import Plan, Step
 from harness.pytest_plugin import CheckRecorder
 from harness.run_state import RunState
+from harness.tape import current
 from harness.targets.base import Target
 from harness.vantage import Site, Vantage, agent_command, agent_flags, curl_args, fallback_trust, openssl_connect_args
 
@@ -37,7 +38,7 @@ def _certbot_step(plan: Plan) -> Step | None:
 def acme_root(run_state: RunState) -> str:
     """A run state without `site` (older run flow): Pebble's root goes into the lab client's system store, as
     before, and its PEM is sslyze's trust. With `site`, its ca_file is the trust everywhere ("" here)."""
-    return fallback_trust(run_state)
+    return current().value("tls.acme-root", lambda: fallback_trust(run_state))
 
 
 def _vantage(check: CheckRecorder, remote: Vantage) -> None:
@@ -126,7 +127,7 @@ def test_mozilla_intermediate(site, remote, acme_root, plan: Plan, check: CheckR
         import sslyze  # noqa: F401
     except ImportError:
         check.not_applicable("sslyze is not installed on this machine (pip install sslyze)")
-    here = f"this machine ({socket.gethostname()})"
+    here = f"this machine ({current().value('tls.kit-machine', socket.gethostname)})"
     check.note("vantage", here if remote.is_kit_machine else
                f"{here}: sslyze runs in the kit's process, not from the vantage ({remote.describe()})")
     with tempfile.TemporaryDirectory(prefix="stdbc-sslyze-") as tmp:
@@ -136,7 +137,8 @@ def test_mozilla_intermediate(site, remote, acme_root, plan: Plan, check: CheckR
             root = Path(tmp) / "root.pem"
             root.write_text(acme_root)
         argv = _sslyze_argv(site, root)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        proc = current().value("tls.sslyze", lambda: subprocess.run(argv, capture_output=True, text=True,
+                                                                    timeout=300))
     out = proc.stdout
     section = out[out.find("COMPLIANCE AGAINST"):] if "COMPLIANCE AGAINST" in out else out[-3000:]
     check.note("sslyze --mozilla_config=intermediate (from the kit's machine)", section[-4000:],
