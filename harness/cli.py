@@ -303,45 +303,28 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="stdb-conformance",
-        description="Apply the SpacetimeDB self-hosting runbook to a fresh Ubuntu 24.04 lab host and "
-                    "prove the result with evidence.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=version_text())
-    sub = parser.add_subparsers(dest="command", required=True)
+def runbook_args(p: argparse.ArgumentParser, profile_default: str | None = "default") -> None:
+    p.add_argument("--runbook", help="path to the runbook Markdown (default: $STDB_RUNBOOK)")
+    p.add_argument("--profile", default=profile_default,
+                   help="built-in profile name or path to a profile .toml (default: default)")
 
-    def runbook_args(p: argparse.ArgumentParser, profile_default: str | None = "default") -> None:
-        p.add_argument("--runbook", help="path to the runbook Markdown (default: $STDB_RUNBOOK)")
-        p.add_argument("--profile", default=profile_default,
-                       help="built-in profile name or path to a profile .toml (default: default)")
 
-    p_plan = sub.add_parser("plan", help="print the plan: every step, kind, section, line, substitution")
-    runbook_args(p_plan)
-    p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p_plan.set_defaults(func=cmd_plan)
-
-    from harness.fleet import FLEET_EXIT_HELP
-
-    p_run = sub.add_parser("run", help="bring up a lab (or reach an existing host), apply the runbook, run the "
-                                       "suites, write reports",
-                           description=RUN_DESCRIPTION, epilog=f"{EXIT_CODES}\n\n{FLEET_EXIT_HELP}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    runbook_args(p_run, profile_default=None)  # None: not given (a --config file's default stays)
-    p_run.add_argument("--backend", default=None, choices=["docker", "vm"],
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """`run`'s flags (also `upgrade-rehearsal`'s)."""
+    runbook_args(p, profile_default=None)  # None: not given (a --config file's default stays)
+    p.add_argument("--backend", default=None, choices=["docker", "vm"],
                        help="the lab backend (default: docker); --target, when given, decides it instead")
-    p_run.add_argument("--spacetimedb", default=None, choices=["standin", "real"],
+    p.add_argument("--spacetimedb", default=None, choices=["standin", "real"],
                        help="stand-in served by the lab mirror (default) or the real install URL")
-    p_run.add_argument("--report-dir", default=None,
+    p.add_argument("--report-dir", default=None,
                        help="where the reports go (default: reports/out under the current directory; with a "
                             "fleet, one folder per host in it, and fleet.json / fleet.md)")
-    p_run.add_argument("--suites", help="comma-separated suites to run (default: all)")
-    p_run.add_argument("--keep-lab", action="store_true", help="leave the lab running (debugging)")
-    p_run.add_argument("--fail-on", default=None, choices=["error", "warning", "never"],
+    p.add_argument("--suites", help="comma-separated suites to run (default: all)")
+    p.add_argument("--keep-lab", action="store_true", help="leave the lab running (debugging)")
+    p.add_argument("--fail-on", default=None, choices=["error", "warning", "never"],
                        help="finding severity that fails the verdict (default: error)")
-    p_run.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/host_mutants.py)
-    existing = p_run.add_argument_group(
+    p.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/host_mutants.py)
+    existing = p.add_argument_group(
         "the target", "a lab host the kit builds (docker://, vm://) or a host that already exists (ssh://);\n"
                       "on an existing host nothing is applied: the runbook is the plan of what the host should be")
     existing.add_argument("--target", metavar="URL",
@@ -367,14 +350,49 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the vantage reaches NAME at ADDRESS (an IP), instead of asking DNS; repeatable")
     existing.add_argument("--ca-file", metavar="FILE",
                           help="a PEM bundle the vantage trusts besides the system's (e.g. a kept lab host's CA)")
-    staging = p_run.add_argument_group(
+    staging = p.add_argument_group(
         "staging configs", "one host or a fleet in a TOML file (docs/staging.md). Which value wins: a host's own\n"
                            "table, then a flag given with --config, then the file's top-level defaults, then the\n"
                            "kit's defaults. --target, --url and --database are not taken with --config.")
     staging.add_argument("--config", metavar="FILE", help="judge the host(s) of this staging .toml")
     staging.add_argument("--jobs", metavar="N",
                          help="with --config: hosts judged at the same time (default: the file's jobs, else 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stdb-conformance",
+        description="Apply the SpacetimeDB self-hosting runbook to a fresh Ubuntu 24.04 lab host and "
+                    "prove the result with evidence.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_plan = sub.add_parser("plan", help="print the plan: every step, kind, section, line, substitution")
+    runbook_args(p_plan)
+    p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p_plan.set_defaults(func=cmd_plan)
+
+    from harness.fleet import FLEET_EXIT_HELP
+
+    p_run = sub.add_parser("run", help="bring up a lab (or reach an existing host), apply the runbook, run the "
+                                       "suites, write reports",
+                           description=RUN_DESCRIPTION, epilog=f"{EXIT_CODES}\n\n{FLEET_EXIT_HELP}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(p_run)
     p_run.set_defaults(func=cmd_run)
+
+    p_ur = sub.add_parser("upgrade-rehearsal", help="rehearse the runbook's update section with data: observe, "
+                          "update, compare, go back (suites service, routes, tls, upgrade)",
+                          description=UPGRADE_REHEARSAL_DESCRIPTION, epilog=EXIT_CODES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(p_ur)
+    backup = p_ur.add_argument_group("a host that already exists: its data first")
+    backup.add_argument("--snapshot-volume", metavar="VOLUME_ID",
+                        help="snapshot this EBS volume (the data volume) through the AWS API before any change")
+    backup.add_argument("--i-have-a-backup", action="store_true",
+                        help="the data volume is backed up already: go on without a snapshot")
+    p_ur.set_defaults(func=cmd_upgrade_rehearsal)
 
     from harness.selftest.runner import EXIT_HELP, add_arguments
 
@@ -418,6 +436,58 @@ def build_parser() -> argparse.ArgumentParser:
     p_clean.add_argument("--all", action="store_true", help="also remove resources of live runs")
     p_clean.set_defaults(func=cmd_clean)
     return parser
+
+
+REHEARSAL_SUITES = "service,routes,tls,upgrade"
+UPGRADE_REHEARSAL_DESCRIPTION = """\
+Rehearse the runbook's update section (Step 6) with data, before doing it in production: the read-only checks
+(service, routes, tls), then the rehearsal (harness/scenarios/upgrade.py): a database seeded and fingerprinted,
+the update steps verbatim with the downtime measured, the same observations and fingerprint again, then the
+runbook's specific-version step back to the starting version. The report's "Upgrade rehearsal" section has the
+versions, each stage, the data comparison, the downtime and the rollback's outcome.
+
+On a lab backend the kit builds the host. On ssh:// it changes a host the kit did not build, so it needs
+--allow-mutation, and its data first: --snapshot-volume vol-... (an EBS snapshot, boto3) or --i-have-a-backup."""
+
+
+def cmd_upgrade_rehearsal(args: argparse.Namespace) -> int:
+    from harness import staging as st
+
+    if args.config:
+        raise UsageError("upgrade-rehearsal: --config is not taken (one host at a time)",
+                         hint="give --target ssh://user@host --url https://DOMAIN, or a lab --backend")
+    existing = args.target is not None and st.check_target(args.target, "--target").scheme not in st.LAB_SCHEMES
+    if existing:
+        if not args.allow_mutation:
+            raise UsageError("upgrade-rehearsal changes the host (stops, upgrades, restarts, goes back): on ssh:// "
+                             "it needs --allow-mutation", hint="add --allow-mutation, on a staging host only")
+        if not (args.snapshot_volume or args.i_have_a_backup):
+            raise UsageError("upgrade-rehearsal on an existing host needs its data backed up first",
+                             hint="--snapshot-volume vol-... (EBS, through the AWS API) or --i-have-a-backup")
+        if args.snapshot_volume:
+            _snapshot_volume(args.snapshot_volume)
+    if not args.suites:
+        args.suites = REHEARSAL_SUITES
+    return cmd_run(args)
+
+
+def _snapshot_volume(volume: str) -> None:
+    if not volume.startswith("vol-"):
+        raise UsageError(f"--snapshot-volume {volume!r} is not an EBS volume id", hint="vol-0123456789abcdef0")
+    try:
+        import boto3
+    except ImportError:
+        raise UsageError("--snapshot-volume needs the aws extra (boto3)",
+                         hint="pip install 'stdb-conformance[aws]', or take the snapshot yourself and pass "
+                              "--i-have-a-backup") from None
+    try:
+        snap = boto3.client("ec2").create_snapshot(VolumeId=volume,
+                                                    Description="stdb-conformance upgrade-rehearsal")
+    except Exception as exc:  # noqa: BLE001 - any AWS error is one line and stops before any change
+        raise UsageError(f"--snapshot-volume {volume}: the snapshot could not be started: {exc}",
+                         hint="check the AWS credentials and region, or pass --i-have-a-backup") from None
+    print(f"upgrade-rehearsal: snapshot {snap.get('SnapshotId')} of {volume} started (state {snap.get('State')})",
+          flush=True)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:

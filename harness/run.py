@@ -446,11 +446,19 @@ def _bring_up(options: RunOptions, url: Any, run_id: str, workdir: Path, timer: 
         report.environment["image"] = {"tag": image.tag, "key": image.key, "built": image.built}
     release_dir = None
     if options.spacetimedb == "standin":
-        from fixtures.spacetimedb_standin.release import build_release_tree
+        from fixtures.spacetimedb_standin.release import DEFAULT_VERSIONS, build_release_tree
 
         release_dir = workdir / "mirror"
         with timer.phase("mirror"):
-            info = build_release_tree(release_dir)
+            # the runbook installs the release before the newest: the upgrade rehearsal publishes the newest
+            # before the update steps (harness.scenarios.upgrade), so "latest" really moves
+            mutant = os.environ.get("STDBC_STANDIN_MUTANT", "")  # test-only: the self-test's release defects
+            if mutant and not mutant.startswith("empty-table-on-upgrade:"):
+                raise KitError(f"unknown STDBC_STANDIN_MUTANT {mutant!r}", hint="empty-table-on-upgrade:TABLE")
+            info = build_release_tree(release_dir, latest=DEFAULT_VERSIONS[-2],
+                                      mutants={DEFAULT_VERSIONS[-1]: mutant} if mutant else None)
+            if mutant:
+                report.spacetimedb["release_mutant"] = f"{DEFAULT_VERSIONS[-1]}: {mutant} (self-test)"
             report.spacetimedb["served_versions"] = info.get("versions", []) if isinstance(info, dict) else []
     if "prepare" in vars(backend_cls):  # a backend with cached artefacts of its own (e.g. a VM image)
         with timer.phase(f"{url.scheme}_image"):
@@ -727,7 +735,7 @@ def _copy_transcript(workdir: Path, report_dir: Path) -> None:
 # scenario's history with the files it names (relative to it); never a volume image or a token
 KEPT_RECORDINGS = ("plan.json", "history-*.json", "findings-apply.json", "restore-drill/expected.json",
                    "restore-drill/original.json", "restore-drill/restored.json", "restore-drill/ack.jsonl",
-                   "restore-drill/livecopy-*.json")
+                   "restore-drill/livecopy-*.json", "upgrade-rehearsal/dump-*.json")
 
 
 def _keep_histories(workdir: Path, report_dir: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from reports.matrix import restore_drill, scenario_rows, traceability
+from reports.matrix import restore_drill, scenario_rows, traceability, upgrade_rehearsal
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -131,6 +131,20 @@ def render_html(report: dict[str, Any]) -> str:
                       f'rows</th><th>restored rows</th><th>expected sha256</th><th>restored sha256</th></tr>{rows}'
                       f'</table></section>')
     boots += drill_html
+    upgrade = upgrade_rehearsal(report)
+    if upgrade:
+        facts = "".join(f"<tr><th>{escape(label)}</th><td>{escape(str(value))}</td></tr>"
+                        for label, value in upgrade["facts"])
+        stages = "".join(f'<tr><td>{escape(s["stage"])}</td><td>{escape(str(s["seconds"]))}</td>'
+                         f'<td>{escape(s["steps"])}</td></tr>' for s in upgrade["stages"])
+        tables = "".join(f'<tr><td>{escape(t["table"])}</td><td>{t["rows_before"]}</td><td>{t["rows_after"]}</td>'
+                         f'<td><code>{escape(t["checksum_before"])}</code></td>'
+                         f'<td><code>{escape(t["checksum_after"] or "-")}</code></td><td>{t["identical"]}</td></tr>'
+                         for t in upgrade["tables"])
+        boots += (f'<section><h2>Upgrade rehearsal</h2><table>{facts}</table><table><tr><th>stage</th><th>s</th>'
+                  f'<th>steps</th></tr>{stages}</table><table><tr><th>table</th><th>rows before</th><th>rows after'
+                  f'</th><th>sha256 before</th><th>sha256 after</th><th>identical</th></tr>{tables}</table>'
+                  f'</section>')
     body = (f'{head}<div class="grid">{finding_table}{matrix}</div>'
             f'<section><h2>Evidence for failed checks ({len(failed)})</h2></section>{evidence}'
             f'<section><h2>Adaptations made to run the runbook</h2><ul>{adaptations or "<li>None.</li>"}</ul>'

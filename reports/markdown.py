@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.matrix import restore_drill, scenario_rows, traceability
+from reports.matrix import restore_drill, scenario_rows, traceability, upgrade_rehearsal
 
 
 def _cell(text: Any) -> str:
@@ -115,6 +115,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "|---|---|---|---|---|"]
         out += [f"| {t['table']} | {t['expected_rows']} | {t['restored_rows']} | `{t['expected_sha256'][:16]}` | "
                 f"`{(t['restored_sha256'] or '-')[:16]}` |" for t in drill["tables"]]
+    upgrade = upgrade_rehearsal(report)
+    if upgrade:
+        out += ["", "## Upgrade rehearsal", "", "| | |", "|---|---|"]
+        out += [f"| {label} | {_cell(str(value))} |" for label, value in upgrade["facts"]]
+        if upgrade["stages"]:
+            out += ["", "| stage | seconds | steps |", "|---|---|---|"]
+            out += [f"| {s['stage']} | {s['seconds']} | {_cell(s['steps'])} |" for s in upgrade["stages"]]
+        if upgrade["tables"]:
+            out += ["", "| table | rows before | rows after | sha256 before | sha256 after | identical |",
+                    "|---|---|---|---|---|---|"]
+            out += [f"| {t['table']} | {t['rows_before']} | {t['rows_after']} | `{t['checksum_before']}` | "
+                    f"`{t['checksum_after'] or '-'}` | {t['identical']} |" for t in upgrade["tables"]]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()]
     slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]

@@ -84,3 +84,49 @@ def restore_drill(report: dict[str, Any]) -> dict[str, Any] | None:
         ("copies of the live /stdb while writing (evidence)", copies),
     ]
     return {"facts": facts, "tables": restore.get("tables", [])}
+
+
+def upgrade_rehearsal(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The upgrade rehearsal's figures: {"facts": [(label, value)], "stages": [row dicts], "tables": [row dicts]}."""
+    item = (report.get("environment", {}).get("scenario_upgrade") or {})
+    if not item:
+        return None
+    if not item.get("applicable"):
+        return {"facts": [("not run", item.get("reason") or "the rehearsal did not apply")], "stages": [],
+                "tables": []}
+    down = item.get("downtime") or {}
+    rollback = item.get("rollback") or {}
+    outcome = rollback.get("outcome", "")
+    said = {"worked": f"worked: {rollback.get('version')} runs again, data intact={rollback.get('data_identical')}",
+            "refused": f"refused by the server: {rollback.get('message', '')}",
+            "skipped": f"skipped: {rollback.get('reason', '')}"}.get(
+        outcome, f"broken: wanted {rollback.get('version')}, running {rollback.get('version_running') or 'nothing'}")
+    data = item.get("data") or {}
+    facts = [
+        ("version before / after / after the way back",
+         f"{item.get('version_before') or '?'} / {item.get('version_after') or '?'} / "
+         f"{item.get('version_rolled_back') or '-'}"),
+        ("release published before the update (lab mirror)", item.get("released") or "none"),
+        ("main PID before / after / after the way back", " / ".join(str(p or "-") for p in item.get("main_pid", []))),
+        ("downtime (GET /v1/ping through the site every 0.5 s)",
+         f"longest {down.get('longest_seconds')} s, {down.get('failed')} of {down.get('samples')} probes failed, "
+         f"answering at the end: {down.get('up_at_end')}"),
+        ("data after the upgrade", "identical" if data.get("identical") else
+         (data.get("reason") or "changed" if data else "not compared (no database to watch)")),
+        ("rollback", said),
+    ]
+    left = item.get("left") or {}
+    if left:
+        how = ("as the rehearsal found it" if left.get("as_found") else
+               f"NOT as found: service {left.get('service_was')} -> {left.get('service_now')}, version "
+               f"{left.get('version_was') or '?'} -> {left.get('version_now') or '?'}")
+        if left.get("restarted_by_the_kit"):
+            how += " (the kit started the service again)"
+        facts.append(("host left", how))
+    if item.get("error"):
+        facts.append(("error", item["error"]))
+    stages = [{"stage": s["name"], "seconds": s.get("seconds"),
+               "steps": "; ".join(f"`{r['command']}` exit {r['exit_status']}" for r in s.get("steps", []))}
+              for s in item.get("stages", [])]
+    tables = [{"table": t, **v} for t, v in (data.get("tables") or {}).items()]
+    return {"facts": facts, "stages": stages, "tables": tables}

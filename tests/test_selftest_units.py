@@ -98,7 +98,7 @@ REFERENCE_FIXES = [
     ("sudo -u spacetimedb -i -- spacetime --root-dir=/stdb version upgrade",
      "sudo -u spacetimedb /stdb/spacetime --root-dir=/stdb version upgrade"),
     ("sudo -u spacetimedb -i -- spacetime --root-dir=/stdb install <version-number>",
-     "sudo -u spacetimedb /stdb/spacetime --root-dir=/stdb version install <version-number>"),
+     "sudo -u spacetimedb /stdb/spacetime --root-dir=/stdb version install <version-number> --use"),
 ]
 
 

@@ -141,6 +141,11 @@ class LabServices:
         return Path(self.s.workdir)
 
     @property
+    def mirror_tree(self) -> Path:
+        """The release tree this lab's mirror serves (its own copy, in the lab's folder)."""
+        return self.workdir / "mirror"
+
+    @property
     def target_ip(self) -> str:
         return self.s.ips["target"]
 
@@ -258,9 +263,13 @@ class LabServices:
     def _mirror(self, progress: Progress) -> None:
         assert self.options.mirror_dir is not None
         script = Path(__file__).with_name("mirror_server.py")
+        # the lab's own copy, removed with the lab: a kept lab's mirror outlives the run that built the tree, and a
+        # release published later (publish_latest on `mirror_tree`) changes this lab's mirror only
+        shutil.copytree(self.options.mirror_dir, self.mirror_tree, dirs_exist_ok=True)
+        os.chmod(self.mirror_tree, 0o755)
         self._run_container("mirror", [
             "--network-alias", MIRROR_HOST, "--hostname", "mirror",
-            "-v", f"{self.options.mirror_dir}:/srv/mirror:ro", "-v", f"{script}:/lab/mirror_server.py:ro",
+            "-v", f"{self.mirror_tree}:/srv/mirror:ro", "-v", f"{script}:/lab/mirror_server.py:ro",
             "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", self.options.image,
             "python3", "/lab/mirror_server.py", "/srv/mirror", "/lab/ca/mirror.crt", "/lab/ca/mirror.key", "443"],
             progress)

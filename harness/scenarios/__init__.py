@@ -8,6 +8,7 @@ reboot that never came back is part of the history (with the error), and the che
 Registered generators (suite -> module with `generate(lab, state, progress) -> dict`):
 - mounts          harness.scenarios.reboot        reboot, boot without the data volume, re-attach
 - backup_restore  harness.scenarios.restore_drill seed, write, snapshot, restore, verify (when present)
+- upgrade         harness.scenarios.upgrade       the upgrade rehearsal: observe, update, observe, go back, observe
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from harness.testbed import Testbed
 from harness.errors import LabError
 
-GENERATORS = {"mounts": "harness.scenarios.reboot", "backup_restore": "harness.scenarios.restore_drill"}
+GENERATORS = {"mounts": "harness.scenarios.reboot", "backup_restore": "harness.scenarios.restore_drill",
+              "upgrade": "harness.scenarios.upgrade"}
 
 Progress = Callable[[str], None]
 
