@@ -114,7 +114,7 @@ def summary(history: dict[str, Any], base: Path) -> dict[str, Any]:
         "stages": [{"name": s["name"], "seconds": s.get("seconds"),
                     "steps": [{"command": r["command"], "exit_status": r["exit_status"]} for r in s.get("steps", [])]}
                    for s in history.get("stages", [])],
-        "downtime": downtime(upgrade.get("probe") or []),
+        "downtime": {**downtime(upgrade.get("probe") or []), "path": upgrade.get("probe_path", "")},
         "data": data, "data_after_rollback": data_back,
         "rollback": rollback_outcome(history, base),
         "left": history.get("left") or {},

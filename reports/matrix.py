@@ -108,9 +108,10 @@ def upgrade_rehearsal(report: dict[str, Any]) -> dict[str, Any] | None:
          f"{item.get('version_rolled_back') or '-'}"),
         ("release published before the update (lab mirror)", item.get("released") or "none"),
         ("main PID before / after / after the way back", " / ".join(str(p or "-") for p in item.get("main_pid", []))),
-        ("downtime (GET /v1/ping through the site every 0.5 s)",
-         f"longest {down.get('longest_seconds')} s, {down.get('failed')} of {down.get('samples')} probes failed, "
-         f"answering at the end: {down.get('up_at_end')}"),
+        ("downtime (a read-only GET through the site every 0.5 s, from the vantage)",
+         f"GET {down.get('path')}: longest {down.get('longest_seconds')} s, {down.get('failed')} of "
+         f"{down.get('samples')} probes failed, answering at the end: {down.get('up_at_end')}"
+         if down.get("samples") else "not measured: " + ("; ".join(down.get("errors") or []) or "no probe")),
         ("data after the upgrade", "identical" if data.get("identical") else
          (data.get("reason") or "changed" if data else "not compared (no database to watch)")),
         ("rollback", said),

@@ -29,6 +29,7 @@ HTTP call has a timeout and every loop is bounded in count and time. Output is J
       SELECT * FROM each table. Output: {table: {"schema": [{"name", "algebraic_type"}], "rows": [[...]],
       "status": 200}}; a table the server refuses: {"schema": null, "rows": null, "status", "error"}.
   verify-token --token-file F [--db NAME] [--table seq]
+  delete --db NAME --token-file F          DELETE /v1/database/NAME as its owner
       GET /v1/identity/:identity/verify with the bearer (204 expected); with --db also an owner-only call
       (GET /v1/database/NAME/logs, 200), a SQL read (200), and the same read with a tampered token
       (401 expected: proves the server checks tokens at all).
@@ -498,6 +499,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+# ------------------------------------------------------------------ delete
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _, token = read_token(args.token_file)
+    api = Api(args.url, token, timeout=args.timeout)
+    status, data, error = api.request("DELETE", f"/v1/database/{quote(args.db, safe='')}", None, None)
+    api.close()
+    ok = status in (200, 204)
+    emit({"ok": ok, "status": status or None, **({} if ok else {"error": error or text_of(data)})})
+    return 0 if ok else 1
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -536,6 +550,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", required=True)
     s.add_argument("--out")
 
+    s = sub.add_parser("delete")
+    s.add_argument("--db", required=True)
+    s.add_argument("--token-file", required=True)
+
     s = sub.add_parser("verify-token")
     s.add_argument("--token-file", required=True)
     s.add_argument("--db")
@@ -554,6 +572,7 @@ COMMANDS = {
     "write": cmd_write,
     "dump": cmd_dump,
     "verify-token": cmd_verify_token,
+    "delete": cmd_delete,
     "sql": cmd_sql,
 }
 

@@ -40,12 +40,13 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 SERVICE = "spacetimedb"
-DB = "stdbc-upgrade"
+DB_PREFIX = "stdbc-upgrade-"  # + the run id: a rehearsal repeated on one host never meets an earlier one's database
 WORK_DIR = "/var/tmp/stdbc-upgrade"
 WORK_NAME = "upgrade-rehearsal"  # recorded files, next to the history
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "fidelity_agent.py"
 PROBE_INTERVAL = 0.5
 PROBE_MAX_SAMPLES = 1200  # 10 minutes at 0.5 s: the prober's bound
+PROBE_PATHS = ("/v1/ping", "/v1/identity/public-key")  # read-only routes, tried in order through the site
 STEP_TIMEOUT = 300.0
 VERSION = re.compile(r"^v?\d+\.\d+\.\d+(?:[-+][\w.]+)?$")
 
@@ -114,6 +115,7 @@ class _Rehearsal:
         self.work = Path(state.workdir) / WORK_NAME
         self.work.mkdir(parents=True, exist_ok=True)
         self.h["files"] = {}
+        self.db = DB_PREFIX + (state.run_id or "run")
 
     # ---- recording ------------------------------------------------------------------------------
     def stage(self, name: str, **data: Any) -> dict[str, Any]:
@@ -161,7 +163,7 @@ class _Rehearsal:
         from fixtures import conformance_seed as seed
 
         out = f"{WORK_DIR}/dump-{name}.json"
-        dump = self.agent("dump", "--db", DB, "--token-file", f"{WORK_DIR}/token.json",
+        dump = self.agent("dump", "--db", self.db, "--token-file", f"{WORK_DIR}/token.json",
                           "--tables", ",".join(seed.ALL_TABLE_NAMES), "--out", out, timeout=300)
         if dump["exit_status"] == 0:
             (self.work / f"dump-{name}.json").write_bytes(self.target.read_file(out))
@@ -169,7 +171,7 @@ class _Rehearsal:
         return {"exit_status": dump["exit_status"], "stderr": dump["stderr"], "file": self.h["files"].get(name)}
 
     def token_check(self) -> dict[str, Any]:
-        return self.agent("verify-token", "--token-file", f"{WORK_DIR}/token.json", "--db", DB)
+        return self.agent("verify-token", "--token-file", f"{WORK_DIR}/token.json", "--db", self.db)
 
     # ---- the stages -----------------------------------------------------------------------------
     def run(self, update: list[Step], pinned: Step | None) -> None:
@@ -179,6 +181,15 @@ class _Rehearsal:
             self.leave_as_found()
             if self.state.builds_host:
                 self.repairs()
+            self.clean_up()
+
+    def clean_up(self) -> None:
+        """What the rehearsal put on the host goes: its database (as its owner) and its folder."""
+        removed: dict[str, Any] = {}
+        if self.h.get("database"):
+            removed["database"] = self.agent("delete", "--db", self.db, "--token-file", f"{WORK_DIR}/token.json")
+        removed["folder"] = self.target.run(f"rm -rf {WORK_DIR}", timeout=60).exit_status
+        self.h["cleaned_up"] = removed
 
     def leave_as_found(self) -> None:
         """The service as the rehearsal found it, where the kit can: started again when it ran before and does not
@@ -264,15 +275,15 @@ class _Rehearsal:
         seed_value = int(self.state.run_id or "0", 16) % 1_000_000 or 1
         seed_plan = seed.build_plan(seed_value)
         self.target.write_file(f"{WORK_DIR}/plan.json", seed_plan.to_json_text().encode())
-        published = self.agent("publish", "--db", DB, "--module", f"{WORK_DIR}/module.json",
+        published = self.agent("publish", "--db", self.db, "--module", f"{WORK_DIR}/module.json",
                                "--token-out", f"{WORK_DIR}/token.json")
-        seeded = self.agent("seed", "--db", DB, "--token-file", f"{WORK_DIR}/token.json",
+        seeded = self.agent("seed", "--db", self.db, "--token-file", f"{WORK_DIR}/token.json",
                             "--plan", f"{WORK_DIR}/plan.json", timeout=900) if published["out"].get("ok") else None
         ok = bool(seeded and seeded["out"].get("ok"))
         self.stage("prepare", ok=ok, seconds=round(time.monotonic() - started, 2), publish=published, seed=seeded,
                    rows=seed_plan.row_count)
         if ok:
-            self.h["database"] = DB
+            self.h["database"] = self.db
 
     def release(self) -> None:
         """On the lab's mirror, publish the newest stand-in release (the run installed the one before it)."""
@@ -301,7 +312,8 @@ class _Rehearsal:
                 break
             time.sleep(0.5)
         samples = prober.stop()
-        self.stage(name, seconds=round(time.monotonic() - started, 2), steps=done, probe=samples)
+        self.stage(name, seconds=round(time.monotonic() - started, 2), steps=done, probe=samples,
+                   probe_path=prober.path)
 
 
 class _Prober:
@@ -317,6 +329,7 @@ class _Prober:
         self.state = state
         self.wait_for_up = wait_for_up  # a site that did not answer before the update is not waited for after
         self.samples: list[dict[str, Any]] = []
+        self.path = ""
         self.error = ""
         self._ready = threading.Event()
         self._finish = threading.Event()
@@ -351,14 +364,29 @@ class _Prober:
             self._ready.set()
             return
         t0 = time.monotonic()
+
+        def get(probe: ProbeSession, path: str) -> dict[str, Any]:
+            return probe.send({"scheme": "https", "host": site.domain, "port": 443, "server_name": site.domain,
+                               "method": "GET", "path": path, "body": "", "headers": {}, "timeout": 2,
+                               "cafile": None})
+
         try:
-            with ProbeSession(vantage, max_requests=PROBE_MAX_SAMPLES + 1,
+            with ProbeSession(vantage, max_requests=PROBE_MAX_SAMPLES + len(PROBE_PATHS) + 1,
                               agent_args=agent_flags(site, vantage)) as probe:
+                # the first read-only route the site lets through to the server (a site may close /v1/ping)
+                for path in PROBE_PATHS:
+                    first = get(probe, path)
+                    if first.get("status") == 200 and observed(first) == "backend":
+                        self.path = path
+                        break
+                if not self.path:
+                    tried = ", ".join(PROBE_PATHS)
+                    self.error = (f"no read-only route answers from the server through the site ({tried}): "
+                                  "downtime not measured")
+                    return
                 for _ in range(PROBE_MAX_SAMPLES):
                     sent = time.monotonic()
-                    result = probe.send({"scheme": "https", "host": site.domain, "port": 443,
-                                         "server_name": site.domain, "method": "GET", "path": "/v1/ping",
-                                         "body": "", "headers": {}, "timeout": 2, "cafile": None})
+                    result = get(probe, self.path)
                     who = observed(result)
                     self.samples.append({"t": round(sent - t0, 2), "status": result.get("status"), "who": who})
                     self._ready.set()

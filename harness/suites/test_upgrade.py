@@ -156,8 +156,9 @@ def test_service_back(rehearsal, plan: Plan, check: CheckRecorder) -> None:
     starts = _steps_matching(history, "upgrade", rf"systemctl\s+(re)?start\s+{SERVICE}")
     check.ref(_step(plan, starts[-1]["step"]) if starts else None)
     before, after = _observation(check, history, "before"), _observation(check, history, "after")
-    window = downtime((stage(history, "upgrade") or {}).get("probe") or [])
-    check.note("downtime (GET /v1/ping through the site every 0.5 s from the vantage)", json.dumps(window, indent=1))
+    upgrade = stage(history, "upgrade") or {}
+    window = {**downtime(upgrade.get("probe") or []), "path": upgrade.get("probe_path", "")}
+    check.note("downtime (a read-only GET through the site every 0.5 s from the vantage)", json.dumps(window, indent=1))
     check.note("journal after the upgrade", after.get("journal_tail", ""))
     _running_before(check, before)
     state = (after.get("properties") or {}).get("ActiveState")
