@@ -56,7 +56,7 @@ def load_report(report_dir: Path) -> RunReport:
             interrupted=bool(data.get("interrupted")), lab_error=data.get("lab_error", ""),
             fail_on=data.get("fail_on", "error"), sections=data.get("sections") or [],
             state_trace=data.get("state_trace") or {}, root_causes=data.get("root_causes") or [],
-            unexplained=data.get("unexplained") or [])
+            unexplained=data.get("unexplained") or [], host_changed=data.get("host_changed") or [])
     except (KeyError, TypeError, ValueError) as exc:
         raise KitError(f"{path} is not a report this kit wrote (missing or bad {exc})",
                        hint="judge runs written by this version of stdb-conformance") from None

@@ -216,8 +216,12 @@ def run(options: RunOptions, progress: Progress) -> int:
             report.checks = _run_suites(options, state_path, workdir, timer, progress, lab=testbed)
             report.environment.update(_scenario_summaries(state_path))
             if digest_before is not None:
-                report.environment["state_digest"] = _digest_report(digest_before,
-                                                                    _digest(testbed, timer, "digest_after"))
+                digest = _digest_report(digest_before, _digest(testbed, timer, "digest_after"))
+                report.environment["state_digest"] = digest
+                report.host_changed = read_only_violation(digest, testbed.backend.has(Capability.MUTATION))
+                if report.host_changed:
+                    progress(f"the host changed during a read-only run ({len(report.host_changed)} change(s)): "
+                             f"the run fails")
             from harness.findings import detect
 
             report.findings.extend(detect(plan, transcript, report.checks, report.environment))
@@ -332,6 +336,14 @@ def _digest_report(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     changes = digest_diff(before, after)
     return {"before": fingerprint(before), "after": fingerprint(after), "equal": not changes, "changes": changes,
             "digest_before": before, "digest_after": after}
+
+
+def read_only_violation(digest: dict[str, Any], mutation_allowed: bool) -> list[str]:
+    """What changed on a host the run was not allowed to change (its state digest before and after the suites);
+    empty when nothing did, or when the run was allowed to change it (--allow-mutation)."""
+    if mutation_allowed or digest.get("equal"):
+        return []
+    return list(digest.get("changes") or ["the state digest changed"])
 
 
 def _existing_host_evidence(testbed: Testbed, report_dir: Path, report: RunReport) -> None:

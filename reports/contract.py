@@ -43,8 +43,11 @@ class RunReport:
     state_trace: dict[str, Any] = field(default_factory=dict)  # fingerprints before/after each step (harness.trace)
     root_causes: list[dict[str, Any]] = field(default_factory=list)  # harness.blame
     unexplained: list[dict[str, Any]] = field(default_factory=list)  # failed checks no root cause explains
+    host_changed: list[str] = field(default_factory=list)  # a read-only run changed the host: what changed
 
     def verdict(self) -> str:
+        if self.host_changed:  # a run that promised to change nothing changed the host: whatever it proved
+            return "fail"
         if self.lab_error or self.interrupted:
             # nothing proven about the host when the lab never came up or the run was cut short
             failed = any(c.outcome is Outcome.FAILED for c in self.checks)
@@ -83,6 +86,7 @@ class RunReport:
             "sections": self.sections,
             "root_causes": self.root_causes,
             "unexplained": self.unexplained,
+            "host_changed": self.host_changed,
             "state_trace": self.state_trace,
         }
 

@@ -82,6 +82,11 @@ def render_html(report: dict[str, Any]) -> str:
             f'<code>{escape(report["runbook"]["path"])}</code></div></div>')
     if report.get("lab_error"):
         head += f'<section><b>Lab error:</b> {escape(report["lab_error"])}</section>'
+    if report.get("host_changed"):
+        changed = report["host_changed"]
+        items = "".join(f"<li>{escape(c)}</li>" for c in changed[:20])
+        head += (f'<section><b>The host changed during a read-only run</b> ({len(changed)} change(s); the run '
+                 f'fails):<ul>{items}</ul></section>')
     head += _root_causes(report)
     frows = "".join(
         f'<tr><td class="sev-{escape(f["severity"])}">{escape(f["severity"])}</td><td><code>{escape(f["id"])}</code>'

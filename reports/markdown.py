@@ -55,6 +55,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                f"; findings: {len(report.get('findings', []))}")
     if report.get("lab_error"):
         out.append(f"- **lab error**: {report['lab_error']}")
+    if report.get("host_changed"):
+        changed = report["host_changed"]
+        out.append(f"- **the host changed during a read-only run** ({len(changed)} change(s); the run fails): "
+                   + "; ".join(_cell(c) for c in changed[:10]) + (" ..." if len(changed) > 10 else ""))
     if report.get("interrupted"):
         out.append("- **interrupted**: the run was cut short")
     out += root_cause_lines(report)

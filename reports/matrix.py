@@ -124,6 +124,12 @@ def upgrade_rehearsal(report: dict[str, Any]) -> dict[str, Any] | None:
         if left.get("restarted_by_the_kit"):
             how += " (the kit started the service again)"
         facts.append(("host left", how))
+    digest = report.get("environment", {}).get("state_digest") or {}
+    if digest:
+        changes = digest.get("changes") or []
+        facts.append(("what changed in the host's state digest (before the suites -> after)",
+                      "nothing" if digest.get("equal") else "; ".join(changes[:12])
+                      + (f"; ... ({len(changes)} in all)" if len(changes) > 12 else "")))
     if item.get("error"):
         facts.append(("error", item["error"]))
     stages = [{"stage": s["name"], "seconds": s.get("seconds"),

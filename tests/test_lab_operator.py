@@ -55,3 +55,25 @@ def test_upgrade_steps_are_reported_verbatim(docker_selftest: dict[str, Any]) ->
         assert evidence[0]["command"].replace("2.8.2", "<version-number>") in text
         assert (evidence[0]["status"] == 0) == (check["outcome"] == "passed"), check
     assert not leftovers(report["run_id"])
+
+
+def test_the_upgrade_rehearsal_moves_the_version_keeps_the_data_and_goes_back(
+        docker_selftest: dict[str, Any]) -> None:
+    """Issue 16 on docker, from the same baseline (the reference runbook, whose Step 6 works): the version moves to
+    the release the mirror published, every row is kept, the downtime is measured from the vantage, and the
+    specific-version step takes the host back with its data."""
+    unit, out = selftest_unit(docker_selftest, "self-hosting.baseline")
+    report = unit["conformance"]
+    outcomes = {c["id"]: c["outcome"] for c in report["checks"] if c["suite"] == "upgrade"}
+    assert outcomes and set(outcomes.values()) == {"passed"}, outcomes
+    rehearsal = report["environment"]["scenario_upgrade"]
+    assert rehearsal["version_before"] and rehearsal["version_after"] == rehearsal["released"]
+    assert rehearsal["version_before"] != rehearsal["version_after"]
+    assert rehearsal["version_rolled_back"] == rehearsal["version_before"]
+    assert len(set(rehearsal["main_pid"])) == 3  # a new main process after the update and after the way back
+    tables = rehearsal["data"]["tables"]
+    assert rehearsal["data"]["identical"] and sum(t["rows_after"] for t in tables.values()) >= 10_000
+    down = rehearsal["downtime"]
+    assert down["samples"] > 2 and down["failed"] > 0 and down["up_at_end"] and down["longest_seconds"] > 0
+    assert rehearsal["rollback"]["outcome"] == "worked" and rehearsal["left"]["as_found"]
+    assert "## Upgrade rehearsal" in (out / "conformance.md").read_text()

@@ -81,6 +81,16 @@ def _running_before(check: CheckRecorder, before: dict[str, Any]) -> None:
                              f"service suite), so whether the update brings it back cannot be judged")
 
 
+def _running_after(check: CheckRecorder, history: dict[str, Any], what: str) -> None:
+    """A server that is not running after the update has no data, tokens or user to judge: upgrade.service-back
+    fails for that, once."""
+    after = observed(history, "after")
+    state = (after.get("properties") or {}).get("ActiveState")
+    if state != "active":
+        check.not_applicable(f"the service is {state or 'unknown'} after the update (upgrade.service-back judges "
+                             f"that), so {what} cannot be read")
+
+
 def _observation(check: CheckRecorder, history: dict[str, Any], name: str) -> dict[str, Any]:
     seen = observed(history, name)
     shown = {k: v for k, v in seen.items() if k != "journal_tail"}
@@ -183,6 +193,7 @@ def test_data_preserved(rehearsal, plan: Plan, check: CheckRecorder) -> None:
     if before is None:
         check.not_applicable("the database could not be dumped before the upgrade: "
                              + str(((stage(history, "before") or {}).get("fingerprint") or {}).get("stderr", "")))
+    _running_after(check, history, "the data after it")
     comparison = compare_dumps(before, load_dump(history, "after", base))
     check.note("data before and after the upgrade", json.dumps(comparison, indent=1))
     assert comparison["identical"], _difference(comparison)
@@ -194,6 +205,7 @@ def test_tokens_preserved(rehearsal, plan: Plan, check: CheckRecorder) -> None:
     history, _ = _history(rehearsal, check)
     if not history.get("database"):
         check.not_applicable("no database could be seeded to watch: " + _why_not_seeded(stage(history, "prepare")))
+    _running_after(check, history, "whether the token still works")
     token = (stage(history, "after") or {}).get("token") or {}
     check.note("the pre-upgrade token against the upgraded server", json.dumps(token.get("out") or token, indent=1))
     failed = [c.get("name") for c in (token.get("out") or {}).get("checks", []) if not c.get("ok")]
@@ -206,6 +218,7 @@ def test_runs_as_service_user(rehearsal, plan: Plan, check: CheckRecorder) -> No
     history, _ = _history(rehearsal, check)
     before, after = _observation(check, history, "before"), _observation(check, history, "after")
     _running_before(check, before)
+    _running_after(check, history, "the user its main process runs as")
     wanted = _unit_user(plan) or before.get("main_user", "")
     if not wanted:
         check.not_applicable("neither the runbook's unit nor the host before the upgrade names the service's user")
