@@ -321,9 +321,12 @@ def summarize(entries: list[dict[str, Any]], interrupted: bool, report_dir: Path
 def write_summary(report_dir: Path, summary: dict[str, Any]) -> dict[str, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": report_dir / "fleet.json", "markdown": report_dir / "fleet.md"}
+    from harness.redact import redact, redact_text
+
+    summary = redact(summary)
     for key, text in (("json", json.dumps(summary, indent=1) + "\n"), ("markdown", render_markdown(summary))):
         tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(redact_text(text), encoding="utf-8")
         tmp.replace(paths[key])
     return paths
 

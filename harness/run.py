@@ -367,8 +367,14 @@ def _freeze_plan(plan: Plan, runbook_bytes: bytes, workdir: Path, report_dir: Pa
     plan_path = workdir / "plan.json"
     plan_path.write_text(json.dumps(plan.to_state(), indent=1))
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "runbook.md").write_bytes(runbook_bytes)
-    (report_dir / "runbook.md.sha256").write_text(f"{plan.runbook_sha256}  runbook.md\n")
+    from harness.redact import redact_text
+
+    # the report dir's copy is redacted like every report file (a runbook may carry a token or a key); its
+    # .sha256 is that file's, and conformance.json keeps the sha256 of the runbook as read
+    text = runbook_bytes.decode("utf-8", errors="replace")
+    kept = redact_text(text).encode() if redact_text(text) != text else runbook_bytes
+    (report_dir / "runbook.md").write_bytes(kept)
+    (report_dir / "runbook.md.sha256").write_text(f"{hashlib.sha256(kept).hexdigest()}  runbook.md\n")
     return copy, plan_path
 
 

@@ -556,10 +556,10 @@ class SshBackend(TargetBackend):
         report_dir.mkdir(parents=True, exist_ok=True)
         dest = report_dir / "host-transcript.jsonl"
         source = self.channel.transcript_path
-        if source.exists():
-            shutil.copyfile(source, dest)
-        else:
-            dest.write_text("")
+        from harness.redact import redact_text
+
+        # what the host printed can hold secrets (a key, a token, a hash): redacted as every report file is
+        dest.write_text(redact_text(source.read_text(errors="replace")) if source.exists() else "")
         facts = self.facts()["ssh"]
         return {"file": dest.name, "commands_sent": facts["commands_sent"],
                 "commands_refused": facts["commands_refused"], "ssh_connections": facts["ssh_connections"]}
