@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, EXIT_USAGE, KitError, UsageError
+from harness.errors import EXIT_USAGE, VERDICT_EXIT, KitError, UsageError
 from harness.paths import default_report_dir, default_runbook
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ EXIT_CODES = """exit codes:
   2    usage or configuration error (bad argument, runbook, profile, missing extra)
   3    lab error: the lab could not be brought up (docker, qemu, image, keyring)
   4    incomplete: nothing failed, but a required check could not be decided on this backend
+  5    host-changed: a read-only run (ssh:// without --allow-mutation) found the host's state digest changed;
+       the report names each change, whatever the checks said
   130  interrupted (Ctrl-C or SIGTERM): the report is still written and the lab removed"""
 
 
@@ -505,7 +507,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     else:
         print("every outcome as recorded")
     print(f"verdict: {done.report.verdict().upper()}; reports: {done.paths['markdown'].parent}")
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[done.report.verdict()]
+    return VERDICT_EXIT[done.report.verdict()]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_LAB = 3
 EXIT_INCOMPLETE = 4
+EXIT_HOST_CHANGED = 5  # a read-only run changed the host it judged
+VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE, "host-changed": EXIT_HOST_CHANGED}
 
 
 class KitError(Exception):

@@ -27,7 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_LAB, EXIT_PASS, EXIT_USAGE, KitError, UsageError
+from harness.errors import (
+    EXIT_FAIL,
+    EXIT_HOST_CHANGED,
+    EXIT_INCOMPLETE,
+    EXIT_LAB,
+    EXIT_PASS,
+    EXIT_USAGE,
+    KitError,
+    UsageError,
+)
 from harness.run import RunOptions
 from harness.staging import StagingConfig
 
@@ -41,16 +50,17 @@ FLEET_EXIT_HELP = """fleet exit code (run --config with several hosts): the wors
   130  interrupted (the fleet got SIGINT/SIGTERM, or a host run was interrupted or never started)
   2    a host run stopped on a usage or configuration error
   3    a host run had a lab error, or ended without a report (killed, crashed)
+  5    a read-only host run changed its host (host-changed)
   1    a host failed
   4    a host was incomplete
   0    every host passed"""
 
 # a host's status, from its exit code and report, worst first; each with the fleet exit code it makes
 STATUS_EXIT = {"interrupted": EXIT_INTERRUPTED, "not-run": EXIT_INTERRUPTED, "usage-error": EXIT_USAGE,
-               "lab-error": EXIT_LAB, "error": EXIT_LAB, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE,
-               "pass": EXIT_PASS}
+               "lab-error": EXIT_LAB, "error": EXIT_LAB, "host-changed": EXIT_HOST_CHANGED, "fail": EXIT_FAIL,
+               "incomplete": EXIT_INCOMPLETE, "pass": EXIT_PASS}
 EXIT_VERDICT = {EXIT_INTERRUPTED: "interrupted", EXIT_USAGE: "usage-error", EXIT_LAB: "lab-error",
-                EXIT_FAIL: "fail", EXIT_INCOMPLETE: "incomplete", EXIT_PASS: "pass"}
+                EXIT_HOST_CHANGED: "host-changed", EXIT_FAIL: "fail", EXIT_INCOMPLETE: "incomplete", EXIT_PASS: "pass"}
 _CELL = {"failed": "FAILED", "passed": "passed", "not-applicable": "n/a", "error": "error"}
 
 
@@ -271,14 +281,15 @@ def host_status(exit_code: int | None, report: dict[str, Any] | None) -> str:
     named = {EXIT_INTERRUPTED: "interrupted", EXIT_USAGE: "usage-error", EXIT_LAB: "lab-error"}
     if exit_code in named:
         return named[exit_code]
-    if report is not None and exit_code in (EXIT_PASS, EXIT_FAIL, EXIT_INCOMPLETE):
-        return {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_INCOMPLETE: "incomplete"}[exit_code]
+    if report is not None and exit_code in (EXIT_PASS, EXIT_FAIL, EXIT_INCOMPLETE, EXIT_HOST_CHANGED):
+        return {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_INCOMPLETE: "incomplete",
+                EXIT_HOST_CHANGED: "host-changed"}[exit_code]
     return "error"  # killed, crashed, or ended without its report
 
 
 def fleet_exit(statuses: list[str], interrupted: bool) -> int:
     codes = [STATUS_EXIT[s] for s in statuses]
-    for code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_LAB, EXIT_FAIL, EXIT_INCOMPLETE):
+    for code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_LAB, EXIT_HOST_CHANGED, EXIT_FAIL, EXIT_INCOMPLETE):
         if code in codes or (interrupted and code == EXIT_INTERRUPTED):
             return code
     return EXIT_PASS

@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.apply import ApplyResult, apply_plan
 from harness.backends.base import Capability, HostAccess
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_LAB, EXIT_PASS, KitError, LabError
+from harness.errors import EXIT_FAIL, EXIT_LAB, EXIT_PASS, VERDICT_EXIT, KitError, LabError
 from harness.model import Plan
 from harness.paths import PACKAGE_DIR, SUITES_DIR, default_report_dir
 from harness.planner import build_plan
@@ -263,7 +263,7 @@ def run(options: RunOptions, progress: Progress) -> int:
         return 130
     if report.lab_error:
         return EXIT_LAB
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "incomplete": EXIT_INCOMPLETE}[report.verdict()]
+    return VERDICT_EXIT[report.verdict()]
 
 
 def _keep(testbed: Testbed, site: dict[str, str], vantage: dict[str, str], options: RunOptions) -> None:

@@ -47,7 +47,7 @@ class RunReport:
 
     def verdict(self) -> str:
         if self.host_changed:  # a run that promised to change nothing changed the host: whatever it proved
-            return "fail"
+            return "host-changed"
         if self.lab_error or self.interrupted:
             # nothing proven about the host when the lab never came up or the run was cut short
             failed = any(c.outcome is Outcome.FAILED for c in self.checks)

@@ -15,7 +15,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;
 main{max-width:1280px;margin:0 auto;padding:18px 24px}
 .verdict{padding:14px 22px;border-radius:8px;color:#fff;display:flex;gap:24px;align-items:center}
 .verdict h1{margin:0;font-size:30px;letter-spacing:.5px}
-.pass{background:#1f7a3a}.fail{background:#b42318}.incomplete{background:#b54708}
+.pass{background:#1f7a3a}.fail,.host-changed{background:#b42318}.incomplete{background:#b54708}
 .meta{font-size:13px;opacity:.95}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:16px;margin-top:14px}
 section{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:10px 14px;margin-top:14px}

@@ -141,6 +141,8 @@ def test_summary_over_recorded_reports(tmp_path: Path) -> None:
     (["pass", "incomplete"], False, 4),
     (["incomplete", "fail", "pass"], False, 1),
     (["fail", "lab-error"], False, 3),
+    (["fail", "host-changed", "pass"], False, 5),
+    (["host-changed", "lab-error"], False, 3),
     (["fail", "error"], False, 3),
     (["lab-error", "usage-error"], False, 2),
     (["usage-error", "interrupted"], False, 130),
@@ -158,6 +160,7 @@ def test_host_status_from_exit_code_and_report() -> None:
     assert host_status(2, None) == "usage-error" and host_status(3, report) == "lab-error"
     assert host_status(0, report) == "pass" and host_status(4, report) == "incomplete"
     assert host_status(0, None) == "error" and host_status(-9, report) == "error"
+    assert host_status(5, report) == "host-changed" and host_status(5, None) == "error"
 
 
 # ---------------------------------------------------------------- the pool, with real child processes

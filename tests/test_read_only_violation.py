@@ -20,14 +20,17 @@ def test_only_a_run_that_may_not_change_the_host_is_held_to_its_digest() -> None
         ["the state digest changed"]
 
 
-def test_a_changed_host_fails_the_verdict_and_heads_both_reports() -> None:
+def test_a_changed_host_is_its_own_verdict_and_exit_code_and_heads_both_reports() -> None:
     report = RunReport(run_id="r1", backend="ssh", runbook_path="r.md", runbook_sha256="0", profile="default",
                        checks=[CheckResult(id="service.unit-active", suite="service", outcome=Outcome.PASSED)])
     assert report.verdict() == "pass"
     report.host_changed = read_only_violation(CHANGED, mutation_allowed=False)
-    assert report.verdict() == "fail"
+    assert report.verdict() == "host-changed"
     data = report.to_dict()
-    assert data["verdict"] == "fail" and data["host_changed"] == CHANGED["changes"]
+    assert data["verdict"] == "host-changed" and data["host_changed"] == CHANGED["changes"]
+    from harness.errors import EXIT_HOST_CHANGED, VERDICT_EXIT
+
+    assert VERDICT_EXIT[report.verdict()] == EXIT_HOST_CHANGED == 5
     markdown = render_markdown(data)
     assert "the host changed during a read-only run" in markdown and "MainPID 10 -> 12" in markdown
     assert "The host changed during a read-only run" in render_html(data)
