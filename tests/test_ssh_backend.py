@@ -483,3 +483,18 @@ def test_testinfra_queries_pass_the_guard(host: Host) -> None:
         assert not refused, refused
     finally:
         backend.down()
+
+
+def test_the_gate_tests_itself_and_a_gate_that_lets_a_write_through_stops_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 7: before anything else on a read-only host, writes and secret reads must be refused."""
+    from harness.backends import ssh as ssh_module
+    from harness.backends.ssh_readonly import refusal
+
+    backend = _backend(tmp_path)
+    for probe in ssh_module.GATE_PROBES:
+        assert refusal(probe.format(marker="/tmp/stdbc-gate-probe-x")), probe
+    backend.gate_self_test()  # the real gate refuses every probe: nothing raised, nothing sent
+    monkeypatch.setattr(ssh_module, "refusal", lambda command: None if command.startswith("touch ") else "no")
+    with pytest.raises(LabError, match="let `touch /tmp/stdbc-gate-probe-"):
+        backend.gate_self_test()

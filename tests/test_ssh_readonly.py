@@ -229,3 +229,27 @@ def test_the_guard_never_crashes_and_fails_closed() -> None:
 
 def test_deep_nesting_is_refused_not_a_crash() -> None:
     assert refusal("echo " + "$(" * 200 + "ls" + ")" * 200) is not None
+
+
+SECRET_READS = [
+    "cat /etc/shadow", "sudo -n cat /etc/shadow", "getent shadow", "getent gshadow root", "head -1 /etc/gshadow",
+    "grep root /etc/shadow", "cat /etc/letsencrypt/live/stdb.example.com/privkey.pem",
+    "openssl pkey -in /etc/letsencrypt/archive/stdb.example.com/privkey1.pem -noout -text",
+    "cat /stdb/config/id_ecdsa", "base64 /home/ubuntu/.ssh/id_ed25519", "cat /etc/ssh/ssh_host_ed25519_key",
+    "cat /home/spacetimedb/.config/spacetime/cli.toml", "cat /root/.aws/credentials", "strings /proc/1/environ",
+    "cat /etc/ssl/private/server.key", "tar -cf - /etc/letsencrypt/accounts", "ls /home/spacetimedb/.spacetime/",
+]
+PUBLIC_READS = ["cat /stdb/config/id_ecdsa.pub", "cat /etc/ssh/ssh_host_ed25519_key.pub",
+                "openssl x509 -in /etc/letsencrypt/live/stdb.example.com/fullchain.pem -noout -dates",
+                "ls -la /etc/letsencrypt/live/stdb.example.com"]
+
+
+@pytest.mark.parametrize("command", SECRET_READS)
+def test_a_secret_is_never_read(command: str) -> None:
+    reason = refusal(command)
+    assert reason and "names a secret" in reason, (command, reason)
+
+
+@pytest.mark.parametrize("command", PUBLIC_READS)
+def test_public_halves_and_certificates_stay_readable(command: str) -> None:
+    assert refusal(command) is None, command

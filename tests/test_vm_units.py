@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -263,7 +264,14 @@ def test_cleanup_removes_resources_of_dead_runs_only(tmp_path):
     tap = tap_name("0badf00d", 7)
     subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=15)
     fake_qemu = subprocess.Popen(["python3", "-c", "import time; time.sleep(120)", str(dead_dir)])
+    # until it has exec'd, the child's cmdline is still pytest's (a loaded machine shows that): cleanup matches a
+    # qemu pid by its cmdline, so wait (bounded) until the fake one carries the run's folder
     try:
+        cmdline = Path(f"/proc/{fake_qemu.pid}/cmdline")
+        for _ in range(100):
+            if str(dead_dir).encode() in cmdline.read_bytes():
+                break
+            time.sleep(0.05)
         dead = VmRecord(run_id="0badf00d", name="target", workdir=str(dead_dir), kit_pid=_dead_pid(),
                         taps=[tap], qemu_pids=[fake_qemu.pid, os.getpid()])  # own pid: cmdline check spares it
         dead.save()

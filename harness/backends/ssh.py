@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -320,10 +321,14 @@ class SshTarget:
                              "timed_out": False, "refused": True, "reason": reason})
         return MutationRefused(command, reason, host=self.channel.host)
 
-    def _guard(self, command: str, user: str, env: dict[str, str] | None = None) -> None:
+    def refusal(self, command: str, env: dict[str, str] | None = None) -> str | None:
+        """Why the gate refuses `command` on this connection (None: it may be sent)."""
         if self.channel.allow_mutation:
-            return
-        reason = refusal(command) or env_refusal(env)
+            return None
+        return refusal(command) or env_refusal(env)
+
+    def _guard(self, command: str, user: str, env: dict[str, str] | None = None) -> None:
+        reason = self.refusal(command, env)
         if reason:
             raise self._refuse(command, user, reason)
 
@@ -521,9 +526,24 @@ class SshBackend(TargetBackend):
         status, out, err, _, _ = self.target._send(probe, user=c.user, timeout=30, purpose="connect check")
         check_host(out.decode(errors="replace"), where=c.where, user=c.user, status=status,
                    stderr=err.decode(errors="replace"))
+        if not c.allow_mutation:
+            self.gate_self_test()
         key = ", ".join(known_after) or "?"
         progress(f"ssh {c.where}: connected (host key {key}{', TRUSTED NOW for the first time' if accepted else ''}"
                  f"), sudo -n works, PID 1 is systemd; {'mutation ALLOWED' if c.allow_mutation else 'read-only'}")
+
+    def gate_self_test(self) -> None:
+        """Before anything else on a read-only host: commands that would write (a harmless marker under /tmp) or
+        print a secret must be refused by the gate, before sending. When one is not, the run stops here: the
+        kit's promise of read-only does not hold on this machine."""
+        marker = f"/tmp/stdbc-gate-probe-{secrets.token_hex(4)}"
+        for probe in GATE_PROBES:
+            command = probe.format(marker=marker)
+            if self.target.refusal(command):
+                continue
+            raise LabError(f"{self.channel.where}: the read-only gate let `{command}` through: the run stops before "
+                           "sending anything else", hint="a defect of the kit: report it; use --allow-mutation only "
+                           "on a host you may change")
 
     def down(self) -> None:
         self.close()
@@ -563,6 +583,10 @@ class SshBackend(TargetBackend):
         facts = self.facts()["ssh"]
         return {"file": dest.name, "commands_sent": facts["commands_sent"],
                 "commands_refused": facts["commands_refused"], "ssh_connections": facts["ssh_connections"]}
+
+
+# what the gate must refuse on every read-only connection, before anything else is sent (`gate_self_test`)
+GATE_PROBES = ("touch {marker}", "echo x > {marker}", "cat /etc/shadow", "sudo -n cat /etc/shadow")
 
 
 def check_host(output: str, *, where: str, user: str, status: int = 0, stderr: str = "") -> None:

@@ -43,8 +43,20 @@ class MutationRefused(KitError):
                          hint="the host was not changed; it needs --allow-mutation")
 
 
+# what a read-only run never reads: password hashes, private keys, the CLI's token, cloud credentials, another
+# process's environment (matched on the command's text, wherever the name appears: reading nothing secret is
+# the rule, not reading it through a particular program)
+_SECRETS = re.compile(
+    r"/etc/g?shadow\b|\bgetent\s+g?shadow\b|/etc/ssh/ssh_host_\w+_key\b(?!\.pub)|privkey\d*\.pem|"
+    r"\.key\b|\bid_(?:rsa|dsa|ecdsa|ed25519)\b(?!\.pub)|\bcli\.toml\b|\.aws/(?:credentials|config)\b|"
+    r"/proc/[^/\s]+/environ\b|\.spacetime/|/etc/letsencrypt/accounts\b")
+
+
 def refusal(command: str) -> str | None:
     """None when the shell command only reads; else a one-line reason it was refused."""
+    secret = _SECRETS.search(command)
+    if secret:
+        return f"`{secret.group(0)}` names a secret (hashes, private keys, tokens, credentials): never read"
     try:
         parsed = parse(command)
     except _Unparsable as exc:
