@@ -63,6 +63,20 @@ WORK_NAME = "restore-drill"  # the drill's recorded files, next to its history (
 MUTANTS = ("wrong-volume", "drop-table")
 
 
+def run_agent(host: Any, work_dir: str, *args: str, timeout: float = 120, url: str = "") -> dict[str, Any]:
+    """Run the fidelity agent placed in `work_dir` on `host`; its last JSON line is `out` (also for the upgrade
+    rehearsal, harness.scenarios.upgrade)."""
+    command = " ".join(shlex.quote(a) for a in ["python3", f"{work_dir}/fidelity_agent.py",
+                                                  *(["--url", url] if url else []), "--timeout", "20", *args])
+    res = host.run(command, timeout=timeout)
+    try:
+        out = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
+    except ValueError:
+        out = {}
+    return {"command": command, "exit_status": res.exit_status, "out": out,
+            "stderr": res.stderr.strip()[-600:], "stdout_tail": res.stdout.strip()[-600:] if not out else ""}
+
+
 def generate(lab: Testbed, state: RunState, progress: Progress) -> dict[str, Any]:
     why_not = lab.backend.missing(Capability.MUTATION, Capability.VOLUME_SNAPSHOT, Capability.RECOVERY_HOST)
     if why_not:
@@ -201,15 +215,7 @@ class _Drill:
         return event
 
     def agent(self, host: Any, *args: str, timeout: float = 120, url: str = "") -> dict[str, Any]:
-        command = " ".join(shlex.quote(a) for a in ["python3", f"{DRILL_DIR}/fidelity_agent.py",
-                                                      *(["--url", url] if url else []), "--timeout", "20", *args])
-        res = host.run(command, timeout=timeout)
-        try:
-            out = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
-        except ValueError:
-            out = {}
-        return {"command": command, "exit_status": res.exit_status, "out": out,
-                "stderr": res.stderr.strip()[-600:], "stdout_tail": res.stdout.strip()[-600:] if not out else ""}
+        return run_agent(host, DRILL_DIR, *args, timeout=timeout, url=url)
 
     def fetch(self, host: Any, path: str, name: str) -> Path:
         local = self.work / name

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from harness.apply import OPERATOR_USER
 from harness.backends.base import Capability
 from harness.model import Plan, Step, StepKind
 from harness.run_state import RunState, plan_of_run
+from harness.systemd_unit import parse_show
 from harness.targets.base import CommandResult, Target
 
 if TYPE_CHECKING:
@@ -124,20 +124,16 @@ class _Rehearsal:
         return entry
 
     def agent(self, *args: str, timeout: float = 120) -> dict[str, Any]:
-        command = shlex.join(["python3", f"{WORK_DIR}/fidelity_agent.py", "--timeout", "20", *args])
-        res = self.target.run(command, timeout=timeout)
-        try:
-            out = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
-        except ValueError:
-            out = {}
-        return {"command": command, "exit_status": res.exit_status, "out": out, "stderr": res.stderr.strip()[-600:]}
+        from harness.scenarios.restore_drill import run_agent
+
+        return run_agent(self.target, WORK_DIR, *args, timeout=timeout)
 
     def observe(self, name: str) -> dict[str, Any]:
         t = self.target
         started = time.monotonic()
         show = t.run(f"systemctl show {SERVICE} -p ActiveState -p SubState -p MainPID -p User "
                      "-p ExecMainStartTimestampMonotonic -p NRestarts", timeout=30)
-        props = dict(line.split("=", 1) for line in show.stdout.splitlines() if "=" in line)
+        props = parse_show(show.stdout)
         pid = props.get("MainPID", "0")
         user = t.run(f"ps -o user= -p {pid}", timeout=30).stdout.strip() if pid.isdigit() and pid != "0" else ""
         current = t.run(f"readlink {self.root}/bin/current", timeout=30).stdout.strip() if self.root else ""

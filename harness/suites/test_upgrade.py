@@ -21,6 +21,7 @@ from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.run_state import RunState
 from harness.scenarios import history_path, load_history
+from harness.systemd_unit import expected_settings
 from harness.upgrade_judge import (
     compare_dumps,
     downtime,
@@ -247,12 +248,8 @@ def test_rollback(rehearsal, plan: Plan, check: CheckRecorder) -> None:
 
 
 def _unit_user(plan: Plan) -> str:
-    for step in plan.steps:
-        if step.kind is StepKind.FILE_WRITE and step.path and step.path.endswith(".service"):
-            found = re.search(r"^\s*User\s*=\s*(\S+)", step.content or "", re.MULTILINE)
-            if found:
-                return found.group(1)
-    return ""
+    units = [s for s in plan.steps if s.kind is StepKind.FILE_WRITE and s.path and s.path.endswith(".service")]
+    return expected_settings(units[0].content or "")["User"] if units else ""
 
 
 def _why_not_seeded(prepared: dict[str, Any] | None) -> str:
