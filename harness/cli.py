@@ -420,6 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_down.add_argument("run_id", metavar="RUN_ID", help="its run id (stdb-conformance lab list)")
     p_down.set_defaults(func=cmd_lab_down)
 
+    p_staging = sub.add_parser("staging", help="for staging hosts: `staging sudoers` prints a sudoers drop-in for a "
+                                               "read-only audit user")
+    staging_sub = p_staging.add_subparsers(dest="staging_command", required=True)
+    p_sudoers = staging_sub.add_parser("sudoers", help="print a sudoers drop-in that lets USER run exactly the "
+                                                       "kit's read-only catalogue (as root or the service user)")
+    p_sudoers.add_argument("--user", default="stdbc-audit", help="the audit user (default: stdbc-audit)")
+    p_sudoers.add_argument("--service-user", default="spacetimedb",
+                           help="the user the service runs as (default: spacetimedb)")
+    p_sudoers.set_defaults(func=cmd_staging_sudoers)
+
     p_diff = sub.add_parser("diff", help="compare two finished runs (report dirs): checks whose outcome changed, "
                                          "findings and root causes added or gone, timings; exit 0 when B has no "
                                          "new failure")
@@ -490,6 +500,17 @@ def _snapshot_volume(volume: str) -> None:
                          hint="check the AWS credentials and region, or pass --i-have-a-backup") from None
     print(f"upgrade-rehearsal: snapshot {snap.get('SnapshotId')} of {volume} started (state {snap.get('State')})",
           flush=True)
+
+
+def cmd_staging_sudoers(args: argparse.Namespace) -> int:
+    from harness.backends.sudoers import drop_in
+
+    try:
+        text = drop_in(args.user, service_user=args.service_user)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="--user NAME, --service-user NAME") from None
+    sys.stdout.write(text)
+    return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ the failure, read-only, on the target, and attach their output to the failed che
 Which troubleshooting subsection fits is read from its heading's words (service / nginx / certificate...),
 not from this runbook's exact titles. A command runs only when every command of its pipeline is a read-only
 one; anything that changes the host ("add the executable permission": chmod) is attached as a suggestion
-and not run.
+and not run. On a host the kit did not build (ssh without --allow-mutation) the target's gate decides as well:
+a command runs there only when it matches the read-only catalogue (harness/backends/ssh_catalogue.py) after
+`sudo` is read as the user to run as; the rest is attached as "not run: outside the read-only catalogue".
 """
 
 from __future__ import annotations
@@ -72,13 +74,24 @@ def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> l
     evidence = []
     for step in fitting_steps(plan, suite):
         where = f"{' > '.join(step.ref.section[-1:])}, line {step.ref.line_start}"
+        gate = getattr(target, "refusal", None)  # a host the kit may only read: its gate decides, not our guess
+        outside = gate(step.command) if gate is not None else None
+        if outside:
+            evidence.append(Evidence(label=f"troubleshooting suggestion (not run: outside the read-only catalogue: "
+                                           f"{outside}) — {where}",
+                                     command=step.command, output="", status=None, host=""))
+            continue
         if not is_read_only(step.command):
             evidence.append(Evidence(label=f"troubleshooting suggestion (not run: changes the host) — {where}",
                                      command=step.command, output="", status=None, host=""))
             continue
-        # in a terminal, as an operator types it (`script` gives the command a tty: e.g. `certbot renew` then
-        # skips the random sleep it takes when run from cron)
-        res = target.run(f"script -qec {shlex.quote(step.command)} /dev/null", user=user, timeout=TIMEOUT)
+        if gate is not None and gate("script -qec true /dev/null") is not None:
+            # the read-only catalogue runs the command's own words (no terminal on such a host)
+            res = target.run(step.command, user=user, timeout=TIMEOUT)
+        else:
+            # in a terminal, as an operator types it (`script` gives the command a tty: e.g. `certbot renew` then
+            # skips the random sleep it takes when run from cron)
+            res = target.run(f"script -qec {shlex.quote(step.command)} /dev/null", user=user, timeout=TIMEOUT)
         res.command = step.command
         output = res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr.strip() else "")
         evidence.append(Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -241,6 +242,7 @@ def run(options: RunOptions, progress: Progress) -> int:
                 progress(f"teardown problem: {exc}")
             if testbed is not None:
                 _existing_host_evidence(testbed, options.report_dir, report)
+            _vantage_evidence(workdir, options.report_dir, report)
             if testbed is not None and not options.keep_lab:
                 with timer.phase("teardown"):
                     try:
@@ -357,6 +359,21 @@ def _existing_host_evidence(testbed: Testbed, report_dir: Path, report: RunRepor
         report.environment.update(testbed.backend.facts())
     except Exception as exc:  # noqa: BLE001 - evidence is best effort; the report is still written
         report.environment["host_transcript"] = {"error": str(exc)}
+
+
+def _vantage_evidence(workdir: Path, report_dir: Path, report: RunReport) -> None:
+    """An ssh vantage point's transcript (every command the kit sent to that machine), redacted, into the report."""
+    from harness.redact import redact_text
+    from harness.vantage import VANTAGE_TRANSCRIPT
+
+    source = workdir / VANTAGE_TRANSCRIPT
+    if not source.exists():
+        return
+    text = redact_text(source.read_text(errors="replace"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / VANTAGE_TRANSCRIPT).write_text(text)
+    report.environment["vantage_transcript"] = {"file": VANTAGE_TRANSCRIPT,
+                                                "commands_sent": sum(1 for line in text.splitlines() if line)}
 
 
 def _freeze_plan(plan: Plan, runbook_bytes: bytes, workdir: Path, report_dir: Path) -> tuple[Path, Path]:
@@ -518,35 +535,36 @@ def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> Non
 
 
 def _environment_facts(target: Target) -> dict[str, Any]:
+    """What the host is (OS, kernel, versions, listening sockets, fstab, the /stdb mount): one command each, all in
+    the read-only catalogue, so a host the kit did not build answers them too."""
+    from harness.backends.ssh_catalogue import MutationRefused
+
     probes = {
-        "os": ". /etc/os-release && echo \"$PRETTY_NAME\"",
+        "os": "cat /etc/os-release",
         "kernel": "uname -r",
         "systemd": "systemctl --version | head -1",
         "nginx": "nginx -v 2>&1",
-        "certbot": "certbot --version 2>&1",
-        "python3": "python3 --version",
+        "certbot": "dpkg-query -W -f '${Version}' certbot 2>&1",
+        "python3": "python3 --version 2>&1",
         "ufw_status": "ufw status verbose 2>&1",
         "listening": "ss -Hltn 2>&1",
         "fstab": "cat /etc/fstab 2>&1",
         "stdb_mount": "findmnt -n -o SOURCE,FSTYPE,OPTIONS --target /stdb 2>&1",
     }
-    # one round trip: each probe's output follows a marker line
-    marker = "--stdbc-fact--"
-    script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; echo \"{marker}exit=$?\""
-                       for name, command in probes.items())
-    res = target.run(script, timeout=60)
-    facts: dict[str, Any] = {name: None for name in probes}
-    name = ""
-    lines: list[str] = []
-    for line in res.stdout.splitlines():
-        if line.startswith(marker + "exit="):
-            if name:
-                facts[name] = "\n".join(lines).strip() if line.endswith("=0") else None
-            name, lines = "", []
-        elif line.startswith(marker):
-            name, lines = line[len(marker):], []
-        elif name:
-            lines.append(line)
+    def ask(command: str) -> str | None:
+        try:
+            res = target.run(command, timeout=30)
+        except MutationRefused:
+            return None
+        return res.stdout.strip() if res.ok else None
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=5) as pool:  # one command each, a few at a time: a vm answers slowly
+        facts: dict[str, Any] = dict(zip(probes, pool.map(ask, probes.values()), strict=True))
+    if facts["os"]:
+        pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?$', facts["os"], re.MULTILINE)
+        facts["os"] = pretty.group(1) if pretty else None
     return facts
 
 

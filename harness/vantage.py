@@ -15,7 +15,9 @@ and trust through the client's system store (`fallback_trust`).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -26,6 +28,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -302,6 +305,9 @@ class LocalVantage(Vantage):
 
 # the URL schemes a vantage point other than this machine can have (the vantage points' own registry)
 VANTAGE_SCHEMES = ("ssh",)
+# the one folder the kit may create (and remove) on an ssh vantage point: mktemp's name, nothing else
+SCRATCH = re.compile(r"/tmp/stdbc-vantage-[A-Za-z0-9]{6}")
+VANTAGE_TRANSCRIPT = "vantage-transcript.jsonl"
 
 
 class SshVantage(Vantage):
@@ -310,7 +316,8 @@ class SshVantage(Vantage):
 
     kind = "ssh"
 
-    def __init__(self, url: str, *, identity_file: str = "", known_hosts: str = "", extra_ca: str = "") -> None:
+    def __init__(self, url: str, *, identity_file: str = "", known_hosts: str = "", extra_ca: str = "",
+                 transcript: str = "") -> None:
         super().__init__(extra_ca)
         parts = urlsplit(url)
         if parts.scheme != "ssh" or not parts.hostname:
@@ -324,6 +331,24 @@ class SshVantage(Vantage):
         # short: a socket path has ~100 bytes, and $TMPDIR may be long
         self._control_dir = tempfile.mkdtemp(prefix="stdbc-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
         self._remote_tmp: str | None = None
+        self.transcript = transcript  # a JSON line per command sent to this machine, as for an ssh target
+
+    def _record(self, command: str, result: CommandResult | None, *, purpose: str = "") -> None:
+        if not self.transcript:
+            return
+        entry: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "host": self.host,
+                                 "user": self.user or "(ssh login)", "command": command, "env": {}}
+        if result is not None:
+            entry.update(exit_status=result.exit_status, duration=round(result.duration, 3),
+                         timed_out=result.timed_out)
+        if purpose:
+            entry["purpose"] = purpose
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)  # one write per line: whole lines from parallel suite processes
+        finally:
+            os.close(fd)
 
     @property
     def destination(self) -> str:
@@ -350,11 +375,22 @@ class SshVantage(Vantage):
         bound = max(1, int(timeout))
         # bounded on the vantage too: a killed ssh client alone would leave the command running there
         remote = f"timeout -k 5 {bound} bash -c {shlex.quote(command)}"
-        return _run_argv(self.ssh_argv(remote), command=command, timeout=timeout + SSH_SLACK,
-                         user=self.user or "(ssh login)", host=self.host, stdin=stdin)
+        result = _run_argv(self.ssh_argv(remote), command=command, timeout=timeout + SSH_SLACK,
+                           user=self.user or "(ssh login)", host=self.host, stdin=stdin)
+        self._record(command, result)
+        return result
 
     def popen_argv(self, argv: list[str], *, user: str = "root") -> list[str]:
+        self._record(shlex.join(argv), None, purpose="long-lived agent")
         return self.ssh_argv(shlex.join(argv))
+
+    def _put(self, path: str, content: bytes) -> None:
+        """Files go only into this run's scratch folder on the vantage (removed by `close`)."""
+        scratch = self._workdir()
+        if not path.startswith(scratch + "/") or "/../" in path:
+            raise LabError(f"refused to write {path} on {self.url}: the kit writes only under its scratch folder "
+                           f"{scratch}")
+        super()._put(path, content)
 
     def describe(self) -> str:
         return self.url
@@ -363,14 +399,14 @@ class SshVantage(Vantage):
         if self._remote_tmp is None:
             res = self.run("mktemp -d /tmp/stdbc-vantage-XXXXXX", timeout=30)
             path = res.stdout.strip()
-            if not res.ok or not path.startswith("/tmp/stdbc-vantage-"):
+            if not res.ok or not SCRATCH.fullmatch(path):
                 said = (res.stderr or res.stdout).strip()[-200:]
                 raise LabError(f"cannot make a scratch folder on {self.url}: {said}")
             self._remote_tmp = path
         return self._remote_tmp
 
     def close(self) -> None:
-        if self._remote_tmp is not None:
+        if self._remote_tmp is not None and SCRATCH.fullmatch(self._remote_tmp):
             self.run(f"rm -rf {shlex.quote(self._remote_tmp)}", timeout=30)
             self._remote_tmp = None
         super().close()
@@ -396,8 +432,10 @@ def vantage_from_state(state: RunState | dict[str, Any]) -> Vantage:
     if kind == "local":
         return LocalVantage(extra_ca=extra_ca)
     if kind == "ssh":
+        workdir = state.get("workdir")
         return SshVantage(spec["url"], identity_file=str(spec.get("identity_file") or ""),
-                          known_hosts=str(spec.get("known_hosts") or ""), extra_ca=extra_ca)
+                          known_hosts=str(spec.get("known_hosts") or ""), extra_ca=extra_ca,
+                          transcript=str(Path(workdir) / VANTAGE_TRANSCRIPT) if workdir else "")
     raise LabError(f"unknown vantage kind {kind!r} in the run state", hint="lab-client, local or ssh")
 
 

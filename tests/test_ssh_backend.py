@@ -25,8 +25,8 @@ import pytest
 from harness.backends import parse_target
 from harness.backends.base import Capability, HostAccess, NotCapable
 from harness.backends.ssh import SshBackend, check_host, connect_error, control_path_for, remote_command
-from harness.backends.ssh_digest import digest_diff, fingerprint, parse_digest, state_digest
-from harness.backends.ssh_readonly import MutationRefused
+from harness.backends.ssh_catalogue import MutationRefused
+from harness.backends.ssh_digest import digest_diff, fingerprint, state_digest
 from harness.errors import LabError, UsageError
 from harness.targets.base import CommandResult
 
@@ -166,46 +166,75 @@ def test_remote_command_runs_bash_as_the_user_in_home() -> None:
 
 @dataclass
 class _FakeTarget:
-    output: str
+    """Answers each digest command from `answers` (by the command's first words); every command must be in the
+    read-only catalogue, as on an ssh host."""
+
+    answers: dict[str, str]
     name: str = "fake"
     backend: str = "fake"
     hostname: str = "fake"
 
     def run(self, command: str, **kw: object) -> CommandResult:
-        return CommandResult(command, 0, self.output, "", 0.1)
+        from harness.backends.readonly_script import refusal
+
+        assert refusal(command) is None, (command, refusal(command))
+        for prefix, output in self.answers.items():
+            if command.startswith(prefix):
+                return CommandResult(command, 0, output, "", 0.1)
+        return CommandResult(command, 0, "", "", 0.1)
 
 
-def _digest_output(conf_sha: str = "a" * 64, mtime: str = "1700000000.5", active: str = "active") -> str:
-    records = [
-        "##stdbc-digest:files", "/etc/nginx\td\t0755\troot:root\t4096\t",
-        "/etc/nginx/nginx.conf\tf\t0644\troot:root\t120\t",
-        "/etc/letsencrypt/live/x/cert.pem\tl\t0777\troot:root\t30\t../../archive/x/cert1.pem",
-        "##stdbc-digest:sha256", f"{conf_sha}  /etc/nginx/nginx.conf",
-        "##stdbc-digest:stdb", f"/stdb\td\t0755\tspacetimedb:spacetimedb\t4096\t{mtime}",
-        "##stdbc-digest:units", "Id=nginx.service", "LoadState=loaded", f"ActiveState={active}", "SubState=running",
-        "MainPID=10", "NRestarts=0", "", "Id=certbot.timer", "LoadState=not-found", "ActiveState=inactive", "",
-        "##stdbc-digest:boot", "1b2c", "##stdbc-digest:end", "",
-    ]
-    return "\0".join(records)
+def _meta(path: str, kind: str = "f", mode: str = "0644", size: str = "120", mtime: str = "1700000000.5",
+          ctime: str = "1700000000.5", link: str = "") -> str:
+    return f"{kind}\t{mode}\troot:root\t{size}\t{mtime}\t{ctime}\0{link}\0{path}\0"
+
+
+def _digest_answers(conf_sha: str = "a" * 64, data_mtime: str = "1700000000.5", active: str = "active",
+                    conf_ctime: str = "1700000000.5") -> dict[str, str]:
+    return {
+        "find /etc/nginx": _meta("/etc/nginx", "d", "0755", "4096")
+        + _meta("/etc/nginx/nginx.conf", ctime=conf_ctime)
+        + _meta("/etc/letsencrypt/live/x/cert.pem", "l", "0777", "30", link="../../archive/x/cert1.pem")
+        + _meta("/etc/nginx/a\tname\nwith bytes"),
+        "sha256sum": f"{conf_sha}  /etc/nginx/nginx.conf\0{'c' * 64}  /etc/nginx/a\tname\nwith bytes\0",
+        "find /stdb": _meta("/stdb/data.bin", mtime=data_mtime),
+        "systemctl show": f"Id=nginx.service\nLoadState=loaded\nActiveState={active}\nSubState=running\n"
+                          "MainPID=10\nNRestarts=0\n\nId=certbot.timer\nLoadState=not-found\nActiveState=inactive\n",
+        "systemctl list-unit-files": "nginx.service enabled enabled\n",
+        "findmnt": "/stdb /dev/nvme1n1 ext4 rw,relatime\n",
+        "iptables": "-P INPUT ACCEPT\n",
+        "nft": "table inet x { counter packets 10 bytes 999 }\n",
+        "cat /proc/sys/kernel/random/boot_id": "1b2c\n",
+    }
 
 
 def test_state_digest_parses_and_diffs() -> None:
-    before = state_digest(_FakeTarget(_digest_output()))  # type: ignore[arg-type]
-    assert before["complete"] and before["boot_id"] == "1b2c"
+    before = state_digest(_FakeTarget(_digest_answers()))  # type: ignore[arg-type]
+    assert before["complete"] and before["boot_id"] == "1b2c", before.get("error")
     assert before["files"]["/etc/nginx/nginx.conf"]["sha256"] == "a" * 64
+    assert before["files"]["/etc/nginx/a\tname\nwith bytes"]["sha256"] == "c" * 64  # a tab and a newline: one name
     assert before["files"]["/etc/letsencrypt/live/x/cert.pem"]["link"] == "../../archive/x/cert1.pem"
     assert before["units"]["nginx.service"]["ActiveState"] == "active"
     assert before["units"]["certbot.timer"]["LoadState"] == "not-found"
-    same = state_digest(_FakeTarget(_digest_output()))  # type: ignore[arg-type]
+    assert "the journal and /var/log" in before["left_out"]
+    same = state_digest(_FakeTarget(_digest_answers()))  # type: ignore[arg-type]
     assert digest_diff(before, same) == [] and fingerprint(before) == fingerprint(same)
-    after = state_digest(_FakeTarget(_digest_output("b" * 64, "1700000099.0", "failed")))  # type: ignore[arg-type]
+    counted = _digest_answers()
+    counted["nft"] = "table inet x { counter packets 99 bytes 12345 }\n"  # traffic moves counters, not rules
+    assert digest_diff(before, state_digest(_FakeTarget(counted))) == []  # type: ignore[arg-type]
+    after = state_digest(_FakeTarget(_digest_answers("b" * 64, "1700000099.0", "failed")))  # type: ignore[arg-type]
     changes = digest_diff(before, after)
     assert fingerprint(before) != fingerprint(after)
     assert any("/etc/nginx/nginx.conf" in c and "sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb" in c for c in changes)
-    assert any(c.startswith("/stdb changed: /stdb: mtime") for c in changes)
+    assert any(c.startswith("/stdb changed: /stdb/data.bin: mtime") for c in changes), changes
     assert any("unit nginx.service: ActiveState active -> failed" in c for c in changes)
-    cut = parse_digest(_digest_output().split("##stdbc-digest:boot")[0])
-    assert not cut["complete"] and any("incomplete" in c for c in digest_diff(before, cut))
+    rewritten = state_digest(_FakeTarget(_digest_answers(conf_ctime="1700000777.0")))  # type: ignore[arg-type]
+    assert digest_diff(before, rewritten) == ["file changed: /etc/nginx/nginx.conf: ctime 1700000000.5 -> "
+                                              "1700000777.0"]
+    silent = _digest_answers()
+    del silent["cat /proc/sys/kernel/random/boot_id"]
+    cut = state_digest(_FakeTarget(silent))  # type: ignore[arg-type]
+    assert not cut["complete"] and any("incomplete" in c and "boot id" in c for c in digest_diff(before, cut))
 
 
 # =============================================================================================================
@@ -296,7 +325,7 @@ _REATTACH = """
 import json, sys
 from harness.backends import backend_from_state
 backend = backend_from_state(json.loads(sys.argv[1]))
-print(json.dumps([backend.target.run(c).stdout.strip() for c in ("hostname", "id -un", "cat /stdb/data.bin")]))
+print(json.dumps([backend.target.run(c).stdout.strip() for c in ("uname -n", "id -un", "stat -c %s /stdb/data.bin")]))
 """
 
 
@@ -309,31 +338,30 @@ def test_read_only_commands_share_one_master_connection(host: Host) -> None:
         assert "sudo -n works" in messages[0] and "read-only" in messages[0]
         target = backend.target
         for user in ("root", "ubuntu", "nobody"):
-            result = target.run("id -un; pwd", user=user)
+            result = target.run("id -un", user=user)
             assert result.ok and result.stdout.split()[0] == user, result
-        assert target.run("pwd", user="ubuntu").stdout.strip() == "/home/ubuntu"
-        assert target.run("cat /nope", user="root").exit_status == 1
-        assert target.run("sleep 5", timeout=1).timed_out
-        assert target.run("cat", stdin=b"through stdin").stdout == "through stdin"
+        assert target.run("cat /etc/nginx/nope", user="root").exit_status == 1
+        with pytest.raises(MutationRefused):  # input to a command is for --allow-mutation only
+            target.run("cat /etc/fstab", stdin=b"through stdin")
         for _ in range(15):
             assert target.run("systemctl is-active ssh.service; uname -r").ok
         assert target.read_file("/etc/nginx/nginx.conf") == b"events {}\n"
         with pytest.raises(FileNotFoundError):
-            target.read_file("/etc/nope")
+            target.read_file("/etc/nginx/nope")
         assert len(target.boot_id()) == 36
         # another process of the run (the suites' pytest processes) re-attaches to the same master
         proc = subprocess.run([sys.executable, "-c", _REATTACH, json.dumps(backend.state())], capture_output=True,
                               text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout) == ["stdbc-existing", "root", "data"]
+        assert json.loads(proc.stdout) == ["stdbc-existing", "root", "5"]
         assert backend.channel.connections() == 1
         facts = backend.facts()["ssh"]
-        assert facts["ssh_connections"] == 1 and facts["commands_refused"] == 0
-        assert facts["commands_sent"] == len(backend.channel.entries()) >= 27
+        assert facts["ssh_connections"] == 1 and facts["commands_refused"] == 1  # the one with input
+        assert facts["commands_sent"] == len(backend.channel.entries()) - 1 >= 24
         assert facts["host_key_accepted_new"] is False and facts["host_key_fingerprints"][0].startswith("SHA256:")
         exported = backend.export_transcript(host.workdir / "report")
         assert exported["ssh_connections"] == 1
-        assert (host.workdir / "report" / exported["file"]).read_text().count("\n") == facts["commands_sent"]
+        assert (host.workdir / "report" / exported["file"]).read_text().count("\n") == facts["commands_sent"] + 1
     finally:
         backend.down()
     assert not backend.channel.master_alive()
@@ -439,9 +467,8 @@ def test_a_login_without_sudo_is_one_line(host: Host) -> None:
             backend.up(None, lambda _: None)
         line = error.value.one_line()
         assert "nosudo has no passwordless sudo" in line and "a password is required" in line and "\n" not in line
-        with pytest.raises(LabError) as run_error:
-            backend.target.run("cat /etc/fstab", user="root")
-        assert "`cat /etc/fstab`" in run_error.value.one_line() and "sudo" in run_error.value.one_line()
+        refused = backend.target.run("cat /etc/fstab", user="root")  # sudo's refusal: a failed command
+        assert not refused.ok and "sudo: a password is required" in refused.stderr
         assert backend.target.run("id -un", user="nosudo").stdout.strip() == "nosudo"
     finally:
         backend.down()
@@ -488,13 +515,77 @@ def test_testinfra_queries_pass_the_guard(host: Host) -> None:
 def test_the_gate_tests_itself_and_a_gate_that_lets_a_write_through_stops_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 27 item 7: before anything else on a read-only host, writes and secret reads must be refused."""
+    from harness.backends import readonly_script
     from harness.backends import ssh as ssh_module
-    from harness.backends.ssh_readonly import refusal
 
     backend = _backend(tmp_path)
     for probe in ssh_module.GATE_PROBES:
-        assert refusal(probe.format(marker="/tmp/stdbc-gate-probe-x")), probe
+        assert readonly_script.refusal(probe.format(marker="/tmp/stdbc-gate-probe-x")), probe
     backend.gate_self_test()  # the real gate refuses every probe: nothing raised, nothing sent
-    monkeypatch.setattr(ssh_module, "refusal", lambda command: None if command.startswith("touch ") else "no")
+    monkeypatch.setattr(readonly_script, "refusal", lambda command: None if command.startswith("touch ") else "no")
     with pytest.raises(LabError, match="let `touch /tmp/stdbc-gate-probe-"):
         backend.gate_self_test()
+
+
+# each kind of change an operator means by "the host changed", made by hand (docker exec) between two digests
+# taken over ssh, and the words the digest's difference must contain; the undo puts the host back
+CHANGES = [
+    ("a user added", "useradd stdbc-digest-x", "userdel stdbc-digest-x", ["file changed: /etc/passwd",
+                                                                          "file changed: /etc/shadow"]),
+    ("a password hash", "cp -p /etc/shadow /tmp/shadow.bak && usermod -p '$6$x$y' ubuntu",
+     "cp -p /tmp/shadow.bak /etc/shadow", ["file changed: /etc/shadow"]),
+    ("a group added", "groupadd stdbc-digest-g", "groupdel stdbc-digest-g", ["file changed: /etc/group"]),
+    ("a sudoers drop-in", "echo 'nobody ALL=(root) NOPASSWD: /usr/bin/true' > /etc/sudoers.d/stdbc-x && "
+     "chmod 440 /etc/sudoers.d/stdbc-x",
+     "rm /etc/sudoers.d/stdbc-x", ["file added: /etc/sudoers.d/stdbc-x"]),
+    ("an authorized key", "cp -p /home/ubuntu/.ssh/authorized_keys /tmp/ak && echo '# x' >> "
+     "/home/ubuntu/.ssh/authorized_keys", "cp -p /tmp/ak /home/ubuntu/.ssh/authorized_keys",
+     ["file changed: /home/ubuntu/.ssh/authorized_keys"]),
+    ("a crontab", "echo '* * * * * root true' > /etc/cron.d/stdbc-x", "rm /etc/cron.d/stdbc-x",
+     ["file added: /etc/cron.d/stdbc-x"]),
+    ("a timer enabled", "printf '[Timer]\\nOnCalendar=daily\\n[Install]\\nWantedBy=timers.target\\n' > "
+     "/etc/systemd/system/stdbc-x.timer && printf '[Service]\\nExecStart=/bin/true\\n' > "
+     "/etc/systemd/system/stdbc-x.service && systemctl daemon-reload && systemctl enable stdbc-x.timer",
+     "systemctl disable stdbc-x.timer; rm /etc/systemd/system/stdbc-x.*; systemctl daemon-reload",
+     ["file added: /etc/systemd/system/stdbc-x.timer", "unit file new: stdbc-x.timer"]),
+    ("sshd's configuration", "cp -p /etc/ssh/sshd_config /tmp/sshd && echo '# x' >> /etc/ssh/sshd_config",
+     "cp -p /tmp/sshd /etc/ssh/sshd_config", ["file changed: /etc/ssh/sshd_config"]),
+    ("ufw's configuration", "cp -p /etc/default/ufw /tmp/ufw && echo '# x' >> /etc/default/ufw",
+     "cp -p /tmp/ufw /etc/default/ufw", ["file changed: /etc/default/ufw"]),
+    ("a live packet-filter rule", "iptables -A INPUT -s 192.0.2.1 -j DROP", "iptables -D INPUT -s 192.0.2.1 -j DROP",
+     ["the live packet filter's rules changed"]),
+    ("a program added", "cp /usr/bin/true /usr/local/bin/stdbc-x", "rm /usr/local/bin/stdbc-x",
+     ["file added: /usr/local/bin/stdbc-x"]),
+    ("a program replaced in place", "chmod 755 /usr/bin/xargs", "true", ["program changed: /usr/bin/xargs: ctime"]),
+    ("a mount", "mkdir -p /mnt/stdbc-x && mount -t tmpfs tmpfs /mnt/stdbc-x", "umount /mnt/stdbc-x",
+     ["mount new: /mnt/stdbc-x tmpfs tmpfs"]),
+    ("data under /stdb", "cp -p /stdb/data.bin /tmp/data && echo more >> /stdb/data.bin",
+     "cp -p /tmp/data /stdb/data.bin", ["/stdb changed: /stdb/data.bin"]),
+    ("a rewrite with its mtime put back", "cp -p /etc/nginx/nginx.conf /tmp/n && cat /tmp/n > /etc/nginx/nginx.conf "
+     "&& touch -r /tmp/n /etc/nginx/nginx.conf", "true", ["file changed: /etc/nginx/nginx.conf: ctime"]),
+    ("a name with a tab", "touch $'/etc/nginx/a\\tb'", "rm $'/etc/nginx/a\\tb'", ["file added: /etc/nginx/a\\tb"]),
+]
+
+
+@pytest.mark.lab
+def test_each_kind_of_change_is_named_by_the_digest(host: Host) -> None:
+    """Issue 27: every kind of change an operator means, made by hand between two digests, is named."""
+    backend = host.backend("digest-changes")
+    try:
+        backend.up(None, lambda _: None)
+        missed = {}
+        for name, change, undo, expected in CHANGES:
+            before = state_digest(backend.target)
+            done = host.exec(change)
+            assert done.returncode == 0, (name, done.stderr)
+            try:
+                changes = digest_diff(before, state_digest(backend.target))
+            finally:
+                host.exec(undo)
+            lacking = [words for words in expected if not any(words in line for line in changes)]
+            if lacking:
+                missed[name] = (lacking, changes[:6])
+        assert not missed, missed
+        assert not any(e["refused"] for e in backend.channel.entries())
+    finally:
+        backend.down()

@@ -409,3 +409,30 @@ def test_agents_run_unchanged_without_flags() -> None:
     proc = subprocess.run([sys.executable, "-u", "-c", source], input="", capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_ssh_vantage_records_every_command_and_writes_only_in_its_scratch_folder(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 27, one gate: the ssh vantage point's commands are in its transcript; it writes nowhere else than
+    the scratch folder mktemp made, and removes only that folder."""
+    import json
+
+    calls = _capture(monkeypatch, stdout="/tmp/stdbc-vantage-abc123\n")
+    transcript = tmp_path / "vantage-transcript.jsonl"
+    ssh = SshVantage("ssh://ops@h", transcript=str(transcript))
+    ssh.agent_path("http_probe.py")
+    ssh.popen_argv(["python3", "-u", "/tmp/stdbc-vantage-abc123/agents/http_probe.py"])
+    with pytest.raises(LabError, match="writes only under its scratch folder"):
+        ssh._put("/etc/cron.d/x", b"x")
+    ssh.close()
+    lines = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert [line["command"].split()[0] for line in lines] == ["mktemp", "mkdir", "python3", "rm"]
+    assert lines[-1]["command"] == "rm -rf /tmp/stdbc-vantage-abc123" and all("env" in line for line in lines)
+    assert lines[2]["purpose"] == "long-lived agent"
+    assert sum("/etc/cron.d" in c[-1] for c in calls) == 0
+    bad = _capture(monkeypatch, stdout="/home/ops\n")  # a scratch folder that is not mktemp's: refused, not used
+    other = SshVantage("ssh://ops@h")
+    with pytest.raises(LabError, match="scratch folder"):
+        other.agent_path("http_probe.py")
+    other.close()
+    assert not any(c[-1].startswith("rm ") or "rm -rf" in c[-1] for c in bad)

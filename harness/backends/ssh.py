@@ -7,11 +7,13 @@ Everything goes through ONE OpenSSH master connection (ControlMaster, its socket
 fingerprint). Commands run as the login user, or as root / another user through `sudo -n` (never a password
 prompt), each starting in that user's HOME like the lab targets.
 
-Read-only by default, enforced in code: without --allow-mutation every command is checked by the read-only
-guard (harness/backends/ssh_readonly.py) BEFORE it is sent; a refused command is not sent, is written to the
-transcript with refused=true and raises MutationRefused. Every command sent is appended to the transcript (one
-JSON line each, safe across processes), and the number of master connections opened is counted, so the report
-shows exactly what the kit did to someone's server.
+Read-only by default, by construction: without --allow-mutation the host is sent only argvs that match the
+read-only catalogue (harness/backends/ssh_catalogue.py), each quoted word by word (no `bash -c`, no pipes or
+redirections on the host); a check's command text is split by harness/backends/readonly_script.py into such
+argvs plus text processing done here. A command outside the catalogue is not sent, is written to the transcript
+with refused=true and raises MutationRefused. Every command sent is appended to the transcript with its user
+and environment (one JSON line each, safe across processes), and the number of master connections opened is
+counted, so the report shows exactly what the kit did to someone's server.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.backends import TargetUrl, parse_target
+from harness.backends import TargetUrl, parse_target, readonly_script
 from harness.backends.base import Capability, HostAccess, Progress, TargetBackend
-from harness.backends.ssh_readonly import MutationRefused, env_refusal, refusal
+from harness.backends.ssh_catalogue import MutationRefused, env_refusal, match
 from harness.errors import LabError, UsageError
 from harness.targets.base import CommandResult
 
@@ -76,6 +78,18 @@ def remote_command(command: str, *, user: str, login_user: str, timeout: float,
     sudo = "sudo -n -H" if user == "root" else f"sudo -n -u {shlex.quote(user)} -H"
     start_home = shlex.quote('cd ~ 2>/dev/null || cd /; exec bash -c "$0"')
     return f"exec {sudo} {bound}{env_prefix}bash -c {start_home} {shlex.quote(command)}"
+
+
+def remote_argv(argv: list[str], *, user: str, login_user: str, timeout: float,
+                env: dict[str, str] | None = None) -> str:
+    """What ssh hands to the login shell for one catalogue command: its words, each quoted, bounded on the host by
+    `timeout`, as `user` through `sudo -n -u USER --` (so a sudoers rule can name the exact command)."""
+    words = ["timeout", "-k", "5", str(max(1, math.ceil(timeout)))]
+    if user != login_user:
+        words += ["sudo", "-n", "-u", user, "--"]
+    if env:
+        words += ["env", *(f"{k}={v}" for k, v in env.items())]
+    return "exec " + shlex.join([*words, *argv])
 
 
 def connect_error(said: str, *, host: str, port: int, known_hosts: Path, connect_timeout: float,
@@ -325,7 +339,7 @@ class SshTarget:
         """Why the gate refuses `command` on this connection (None: it may be sent)."""
         if self.channel.allow_mutation:
             return None
-        return refusal(command) or env_refusal(env)
+        return readonly_script.refusal(command) or env_refusal(env)
 
     def _guard(self, command: str, user: str, env: dict[str, str] | None = None) -> None:
         reason = self.refusal(command, env)
@@ -334,16 +348,47 @@ class SshTarget:
 
     def _send(self, command: str, *, user: str, timeout: float, stdin: bytes | None = None,
               env: dict[str, str] | None = None, purpose: str = "") -> tuple[int, bytes, bytes, bool, float]:
+        """A shell command line, through `bash -c` on the host: only with --allow-mutation."""
+        if not self.channel.allow_mutation:
+            raise self._refuse(command, user, "a shell command line is sent only with --allow-mutation")
         remote = remote_command(command, user=user, login_user=self.channel.user, timeout=timeout, env=env)
+        sent = self._execute(remote, {"command": command}, user=user, timeout=timeout, stdin=stdin, env=env,
+                             purpose=purpose)
+        self._sudo_refused(command, user, sent[0], sent[2])
+        return sent
+
+    def send_argv(self, argv: list[str], *, user: str, timeout: float, env: dict[str, str] | None = None,
+                  text: str = "") -> tuple[int, bytes, bytes, bool, float]:
+        """One catalogue command, sent as its quoted words (the gate checks it here, at the point of sending)."""
+        found = match(argv)
+        reason = found if isinstance(found, str) else env_refusal(env)
+        if reason and not self.channel.allow_mutation:
+            raise self._refuse(shlex.join(argv), user, reason)
+        remote = remote_argv(argv, user=user, login_user=self.channel.user, timeout=timeout, env=env)
+        entry: dict[str, Any] = {"command": shlex.join(argv), "argv": argv}
+        if not isinstance(found, str):
+            entry["entry"] = found.name
+        if text and text != entry["command"]:
+            entry["text"] = text
+        return self._execute(remote, entry, user=user, timeout=timeout, env=env)
+
+    def _execute(self, remote: str, entry: dict[str, Any], *, user: str, timeout: float, stdin: bytes | None = None,
+                 env: dict[str, str] | None = None, purpose: str = "") -> tuple[int, bytes, bytes, bool, float]:
         started = time.monotonic()
         status, out, err, timed_out = self.channel.execute(remote, timeout=timeout + SSH_SLACK, stdin=stdin)
         duration = time.monotonic() - started
         timed_out = timed_out or (status == 124 and duration >= timeout - 1)
-        entry: dict[str, Any] = {"user": user, "command": command, "exit_status": status,
-                                 "duration": round(duration, 3), "timed_out": timed_out, "refused": False}
+        entry = {"user": user, **entry, "env": dict(env or {}), "exit_status": status, "duration": round(duration, 3),
+                 "timed_out": timed_out, "refused": False}
         if purpose:
             entry["purpose"] = purpose
         self.channel.record(entry)
+        return status, out, err, timed_out, duration
+
+    def _sudo_refused(self, command: str, user: str, status: int, err: bytes) -> None:
+        """A shell line sudo would not run as `user` (--allow-mutation): one LabError line that says why. (A
+        catalogue command sudo refuses is an ordinary failed command: the host's sudoers may allow only part of
+        the catalogue, and the connect check has already said whether sudo works at all.)"""
         if status == 1 and user != self.channel.user:
             denied = SUDO_DENIED.search(err.decode(errors="replace"))
             if denied:
@@ -352,21 +397,32 @@ class SshTarget:
                                f"({denied.group(0)})",
                                hint=f"give {self.channel.user} passwordless sudo (NOPASSWD), or connect as a user "
                                     "that has it")
-        return status, out, err, timed_out, duration
 
     # ---- Target protocol ----------------------------------------------------------------------------------
     def run(self, command: str, *, user: str = "root", timeout: float = 600.0,
             stdin: bytes | None = None, env: dict[str, str] | None = None) -> CommandResult:
         self._guard(command, user, env)
-        status, out, err, timed_out, duration = self._send(command, user=user, timeout=timeout, stdin=stdin, env=env)
-        return CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
-                             stderr=err.decode(errors="replace"), duration=duration, user=user,
-                             host=self.hostname, timed_out=timed_out)
+        if self.channel.allow_mutation:
+            status, out, err, timed_out, duration = self._send(command, user=user, timeout=timeout, stdin=stdin,
+                                                               env=env)
+            return CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
+                                 stderr=err.decode(errors="replace"), duration=duration, user=user,
+                                 host=self.hostname, timed_out=timed_out)
+        if stdin:
+            raise self._refuse(command, user, "input to a command is sent only with --allow-mutation")
+        started = time.monotonic()
+
+        def send(argv: list[str], who: str, bound: float) -> tuple[int, str, str, bool]:
+            status, out, err, timed_out, _ = self.send_argv(argv, user=who, timeout=bound, env=env, text=command)
+            return status, out.decode(errors="replace"), err.decode(errors="replace"), timed_out
+
+        done = readonly_script.run(command, send, user=user, timeout=timeout)
+        return CommandResult(command=command, exit_status=done.status, stdout=done.out, stderr=done.err,
+                             duration=time.monotonic() - started, user=user, host=self.hostname,
+                             timed_out=done.timed_out)
 
     def read_file(self, path: str) -> bytes:
-        command = f"cat -- {shlex.quote(path)}"
-        self._guard(command, "root")
-        status, out, err, timed_out, _ = self._send(command, user="root", timeout=120)
+        status, out, err, timed_out, _ = self.send_argv(["cat", "--", path], user="root", timeout=120)
         if status != 0 or timed_out:
             message = err.decode(errors="replace").strip()
             if "No such file" in message:
@@ -521,11 +577,15 @@ class SshBackend(TargetBackend):
         known_after = c.known_fingerprints()
         accepted = c.accept_new_host_key and not known_before and bool(known_after)
         self.host_key = {"fingerprints": known_after, "accepted_new": accepted, "known_hosts": str(c.known_hosts)}
-        sudo = "echo sudo-exit=0" if c.user == "root" else 'sudo -n true 2>&1; echo "sudo-exit=$?"'
-        probe = f'echo "pid1=$(cat /proc/1/comm 2>/dev/null)"; {sudo}'
-        status, out, err, _, _ = self.target._send(probe, user=c.user, timeout=30, purpose="connect check")
-        check_host(out.decode(errors="replace"), where=c.where, user=c.user, status=status,
-                   stderr=err.decode(errors="replace"))
+        pid1 = self.target.run("cat /proc/1/comm", user=c.user, timeout=30)
+        said = f"pid1={pid1.stdout.strip()}\n" if pid1.ok else ""
+        if c.user == "root":
+            said += "sudo-exit=0\n"
+        else:
+            # sent as it is (`true` in a command text runs on this machine): does `sudo -n` work for this login?
+            status, _, err, _, _ = self.target.send_argv(["true"], user="root", timeout=30)
+            said += f"{err.decode(errors='replace')}sudo-exit={status}\n"
+        check_host(said, where=c.where, user=c.user, status=pid1.exit_status, stderr=pid1.stderr)
         if not c.allow_mutation:
             self.gate_self_test()
         key = ", ".join(known_after) or "?"

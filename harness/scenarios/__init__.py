@@ -38,11 +38,18 @@ DATA_DEVICE_SH = ('d=/dev/nvme1n1; for s in /sys/block/nvme*n1; do [ -r "$s/devi
                   '[ "$(tr -d \' \' < "$s/device/serial")" = stdbc-data ] && d="/dev/${s##*/}"; done; echo "$d"')
 
 
+DATA_SERIAL = "stdbc-data"
+
+
 def data_device(target: Target) -> str:
-    """Resolve DATA_DEVICE_SH on `target` (falls back to /dev/nvme1n1)."""
-    res = target.run(DATA_DEVICE_SH, timeout=30)
-    found = res.stdout.strip().splitlines()
-    return found[-1] if res.ok and found and found[-1].startswith("/dev/") else "/dev/nvme1n1"
+    """The data volume's device on `target`: the NVMe disk with the lab's data serial, else /dev/nvme1n1 (one
+    `lsblk` query, in the read-only catalogue: it runs on a host the kit did not build too)."""
+    res = target.run("lsblk -dn -o NAME,SERIAL", timeout=30)
+    for line in res.stdout.splitlines() if res.ok else []:
+        name, _, serial = line.strip().partition(" ")
+        if name.startswith("nvme") and serial.strip() == DATA_SERIAL:
+            return f"/dev/{name}"
+    return "/dev/nvme1n1"
 
 
 def generate(suite: str, *, lab: Testbed, state_path: Path, timer: Any, progress: Progress) -> Path | None:

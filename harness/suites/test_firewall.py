@@ -74,8 +74,7 @@ def test_rules_recorded(remote, site, target, plan: Plan, check: CheckRecorder) 
         check.ref(steps[0])
     status = check.run(target, "ufw status verbose 2>&1", label="ufw status")
     check.run(target, "ufw show added 2>&1", label="ufw rules added (ufw show added)")
-    check.run(target, "grep -n 'Nginx Full' -A4 /etc/ufw/applications.d/* 2>&1 | head -20",
-              label="the 'Nginx Full' application profile")
+    check.run(target, "ufw app info 'Nginx Full' 2>&1", label="the 'Nginx Full' application profile")
     check.run(target, "grep -E '^(ENABLED|IPV6)=' /etc/ufw/ufw.conf 2>&1", label="ufw.conf")
     rules = check.run(target, "(iptables -S 2>&1; echo '-- nft --'; nft list ruleset 2>&1) | head -c 6000",
                       label="kernel packet-filter rules (iptables -S, nft list ruleset)")

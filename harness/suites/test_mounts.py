@@ -256,7 +256,7 @@ def test_owned_by_service_user(target: Target, host: Host, plan: Plan, check: Ch
     check.ref(_step_with(plan, r"chown -R") or _fstab_step(plan))
     owner = path_owner(host, target, check, MOUNT_POINT)
     others = check.run(target, f"find {MOUNT_POINT} -xdev \\( ! -user {SERVICE_USER} -o ! -group {SERVICE_USER} \\) "
-                               "-printf '%u:%g %p\\n' | head -20", label="entries not owned by the service user")
+                               "-printf '%u:%g\\t%p\\n' | head -20", label="entries not owned by the service user")
     assert owner is not None, f"cannot stat {MOUNT_POINT}: nothing is there"
     assert owner == f"{SERVICE_USER}:{SERVICE_USER}", \
         f"{MOUNT_POINT} belongs to {owner}, not {SERVICE_USER}:{SERVICE_USER}"

@@ -174,7 +174,7 @@ def test_root_dir_owned(target, host, plan: Plan, check: CheckRecorder) -> None:
     owner = path_owner(host, target, check, ROOT_DIR)
     assert owner is not None, f"{ROOT_DIR} does not exist"
     assert owner == f"{SERVICE_USER}:{SERVICE_USER}", f"{ROOT_DIR} is owned by {owner}"
-    res = check.run(target, f"find {ROOT_DIR} -xdev ! -user {SERVICE_USER} -printf '%u %p\\n' | head -20",
+    res = check.run(target, f"find {ROOT_DIR} -xdev ! -user {SERVICE_USER} -printf '%u\\t%p\\n' | head -20",
                     label="files under /stdb not owned by spacetimedb")
     assert not res.stdout.strip(), "some files under /stdb are not owned by spacetimedb"
 

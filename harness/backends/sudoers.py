@@ -1,0 +1,97 @@
+"""`stdb-conformance staging sudoers`: a sudoers drop-in that lets a dedicated audit user run exactly the read-only
+catalogue's commands (harness/backends/ssh_catalogue.py), so the host enforces read-only as well as the kit.
+
+Each catalogue entry becomes one command with a regular expression over its arguments (sudo 1.9.10 and later:
+Ubuntu 24.04 has 1.9.15): the entry's sub-command words, then any of its listed options (a valued one with its
+value's pattern) and operands of its kinds. Every kind's sudoers pattern accepts the same words as the kit or
+fewer (no spaces inside a value, Let's Encrypt certificates but no key files), so sudo refuses whatever the kit
+would refuse. `find` gets its own expression grammar, as in the catalogue. The kit runs each command as
+`sudo -n -u USER -- PROGRAM ARGS`, which is what these rules name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from harness.backends.ssh_catalogue import CATALOGUE, FIND_FLAGS, FIND_VALUED, SPACETIME_CLI, Entry, any_path
+
+# where Ubuntu 24.04 has each program (sudo resolves a bare name through its secure_path to these)
+PROGRAM_PATHS = {
+    "systemctl": "/usr/bin/systemctl", "journalctl": "/usr/bin/journalctl", "nginx": "/usr/sbin/nginx",
+    "cat": "/usr/bin/cat", "ls": "/usr/bin/ls", "stat": "/usr/bin/stat", "test": "/usr/bin/test",
+    "realpath": "/usr/bin/realpath", "readlink": "/usr/bin/readlink", "sha256sum": "/usr/bin/sha256sum",
+    "ps": "/usr/bin/ps", "uname": "/usr/bin/uname", "which": "/usr/bin/which", "getent": "/usr/bin/getent",
+    "id": "/usr/bin/id", "true": "/usr/bin/true", "date": "/usr/bin/date", "dpkg-query": "/usr/bin/dpkg-query",
+    "findmnt": "/usr/bin/findmnt", "lsblk": "/usr/bin/lsblk", "blkid": "/usr/sbin/blkid", "ss": "/usr/bin/ss",
+    "iptables": "/usr/sbin/iptables", "ip6tables": "/usr/sbin/ip6tables", "nft": "/usr/sbin/nft",
+    "ufw": "/usr/sbin/ufw", "curl": "/usr/bin/curl", "openssl": "/usr/bin/openssl", "find": "/usr/bin/find",
+    "python3": "/usr/bin/python3", "spacetime": SPACETIME_CLI[0],
+}
+MAX_PATTERN = 1024  # sudo 1.9.15 refuses (never matches) a longer regular expression: found by trying
+_SUDOERS_SPECIAL = re.compile(r"([,:=])")
+
+
+def _escape_literal(word: str) -> str:
+    """A literal word inside a regular expression."""
+    return re.sub(r"([][.*+?{}|^$\\()])", r"\\\1", word)
+
+
+def _alternatives(entry: Entry) -> list[str]:
+    alternatives = [_escape_literal(flag) for flag in sorted(entry.flags)]
+    alternatives += [f"{_escape_literal(option)} {kind.sudo}" for option, kind in sorted(entry.valued.items())]
+    if entry.operand is not None:
+        alternatives += ["--", entry.operand.sudo]
+    return alternatives
+
+
+def entry_regex(entry: Entry) -> str:
+    """^...$ over the arguments (the words after the program), as sudo joins them: one space between words."""
+    words = " ".join(_escape_literal(w) for w in entry.words[1:])
+    alternatives = _alternatives(entry)
+    if not alternatives:
+        return f"^{words}$"
+    if not words and not entry.flags and not entry.valued and entry.operand is not None and entry.max_operands == 1:
+        return f"^(-- )?{entry.operand.sudo}$"  # one operand: one copy of its pattern (`cat`'s is long)
+    alt = "(" + "|".join(alternatives) + ")"
+    return f"^{words}( {alt})*$" if words else f"^({alt}( {alt})*)?$"
+
+
+def find_regex() -> str:
+    tests = [_escape_literal(w) for w in sorted(FIND_FLAGS)]
+    tests += [f"{_escape_literal(option)} {kind.sudo}" for option, kind in sorted(FIND_VALUED.items())]
+    return f"^{any_path.sudo}( {any_path.sudo})*( ({'|'.join(tests)}))*$"
+
+
+def _sudoers_word(text: str) -> str:
+    """Characters sudoers itself reads (`,` ends a command, `:`, `=`) escaped with a backslash; a backslash of the
+    regular expression itself goes through as it is."""
+    return _SUDOERS_SPECIAL.sub(r"\\\1", text)
+
+
+def commands() -> list[str]:
+    """One sudoers command per catalogue entry (and `find`), program path and argument pattern."""
+    lines = []
+    for program, pattern in [*((e.words[0], entry_regex(e)) for e in CATALOGUE), ("find", find_regex())]:
+        if len(pattern) > MAX_PATTERN:
+            raise ValueError(f"the sudoers pattern for {program} has {len(pattern)} characters: sudo refuses "
+                             f"patterns over {MAX_PATTERN}")
+        lines.append(f"{PROGRAM_PATHS[program]} {_sudoers_word(pattern)}")
+    return lines
+
+
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def drop_in(user: str, *, service_user: str = "spacetimedb") -> str:
+    """The drop-in's text, for /etc/sudoers.d/ (check it with `visudo -cf FILE` before installing it)."""
+    for name in (user, service_user):
+        if not _USER.fullmatch(name):
+            raise ValueError(f"{name!r} is not a user name (lowercase letters, digits, - and _)")
+    body = ", \\\n    ".join(commands())
+    return (f"# stdb-conformance: read-only audit user {user} (generated by `stdb-conformance staging sudoers`).\n"
+            f"# Exactly the kit's read-only catalogue, as root or as the service user {service_user}; nothing\n"
+            "# else, no shell, no password prompt. Install: visudo -cf FILE && install -m 0440 FILE "
+            "/etc/sudoers.d/stdbc-audit\n"
+            f"Cmnd_Alias STDBC_READ_ONLY = \\\n    {body}\n"
+            f"Defaults:{user} !requiretty, env_reset\n"
+            f"{user} ALL=(root, {service_user}) NOPASSWD: STDBC_READ_ONLY\n")
