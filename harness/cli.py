@@ -22,7 +22,7 @@ DEFAULT_RUNBOOK_HINT = "pass --runbook PATH or set STDB_RUNBOOK"
 
 EXIT_CODES = """exit codes:
   0    pass: every required check passed, no finding at --fail-on severity
-  1    fail: a check failed, or a finding at --fail-on severity
+  1    fail: a required check failed, or a finding at --fail-on severity
   2    usage or configuration error (bad argument, runbook, profile, missing extra)
   3    lab error: the lab could not be brought up (docker, qemu, image, keyring)
   4    incomplete: nothing failed, but a required check could not be decided on this backend

@@ -29,7 +29,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
 # verbs (after sudo / sudo -u USER) that only read
 READ_ONLY = {"journalctl", "ls", "cat", "tail", "head", "grep", "stat", "df", "findmnt", "ss", "ps", "id",
              "systemctl status", "nginx -t", "certbot renew --dry-run", "certbot certificates", "ufw status",
-             "lsblk", "blkid", "mount"}
+             "lsblk", "blkid"}  # never `mount`: `mount -a` mounts, and `mount` alone is `findmnt`'s job
 TIMEOUT = 90.0
 
 

@@ -125,14 +125,15 @@ class Finding:
 def verdict(checks: list[CheckResult], findings: list[Finding], fail_on: str = "error") -> str:
     """pass | fail | incomplete.
 
-    fail: a check failed, or a finding at or above `fail_on` severity exists.
-    incomplete: nothing failed, but a required check errored or could not be decided (not-applicable).
+    fail: a required check failed, or a finding at or above `fail_on` severity exists. A check documented as not
+    required (docs/checks.md) informs: its failure is in the report, and fails the run only through a finding.
+    incomplete: nothing failed, but a check errored or a required one could not be decided (not-applicable).
     """
     levels = {"error": {Severity.ERROR}, "warning": {Severity.ERROR, Severity.WARNING},
               "never": set()}
     if fail_on not in levels:
         raise ValueError(f"fail_on must be one of {sorted(levels)}")
-    if any(c.outcome is Outcome.FAILED for c in checks):
+    if any(c.outcome is Outcome.FAILED and c.required for c in checks):
         return "fail"
     if any(f.severity in levels[fail_on] for f in findings):
         return "fail"

@@ -112,3 +112,28 @@ def test_selection_coverage_judgement(selection: dict, covers: bool) -> None:
     from harness.aws.coverage import selection_covers
 
     assert selection_covers(selection, VOLUME, TAGS) is covers
+
+
+def test_quarterly_and_yearly_rules_make_a_plan_not_a_traceback(moto_server: MotoServer, runbook_path: Path,
+                                                                tmp_path: Path) -> None:
+    """Issue 17: a runbook whose plan keeps quarterly and yearly backups ended in a KeyError in the provider."""
+    import urllib.request
+
+    text = runbook_path.read_text().replace(
+        "   - Monthly backups, retain 6–12 months",
+        "   - Monthly backups, retain 6–12 months\n   - Quarterly backups, retain 2 years\n"
+        "   - Yearly backups, retain 7 years\n   - Weekly backups, retain 8 weeks")
+    assert text != runbook_path.read_text()
+    runbook = tmp_path / "runbook.md"
+    runbook.write_text(text)
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server.url}/moto-api/reset", method="POST"),
+                           timeout=30).close()
+    provider = ConsoleProvider(moto_server.url, "us-east-1", simulated=True, allow_mutation=False)
+    state = provider.perform(build_plan(runbook, "default")).to_state()
+    backup = client("backup", moto_server.url, "us-east-1")
+    plans = backup.list_backup_plans()["BackupPlansList"]
+    rules = backup.get_backup_plan(BackupPlanId=plans[0]["BackupPlanId"])["BackupPlan"]["Rules"]
+    kept = {r["RuleName"]: (r["ScheduleExpression"], r["Lifecycle"]["DeleteAfterDays"]) for r in rules}
+    assert kept["quarterly"] == ("cron(0 5 1 1/3 ? *)", 730) and kept["yearly"] == ("cron(0 5 1 1 ? *)", 2555)
+    assert kept["weekly"][1] == 56 and kept["hourly"][1] == 2 and kept["monthly"][1] == 360
+    assert state["plan_id"]

@@ -48,3 +48,5 @@ def test_read_only_classification() -> None:
     assert not is_read_only("sudo systemctl restart nginx")
     assert not is_read_only("sudo ls /stdb > /tmp/out")
     assert not is_read_only("sudo ls /stdb; sudo rm -rf /stdb")
+    for mounting in ("sudo mount -a", "mount -a", "sudo mount /dev/nvme1n1 /stdb", "mount"):
+        assert not is_read_only(mounting), mounting  # issue 17: `mount -a` was taken for a read-only query

@@ -29,6 +29,15 @@ def test_verdict_from_outcomes(outcomes: list[Outcome], expected: str) -> None:
     assert verdict([_check(o) for o in outcomes], []) == expected
 
 
+def test_a_failed_check_that_is_not_required_informs_without_failing_the_verdict() -> None:
+    """Issue 17: firewall.active is documented as not required, yet its failure failed every run."""
+    checks = [_check(Outcome.PASSED), _check(Outcome.FAILED, required=False, cid="firewall.active")]
+    assert verdict(checks, []) == "pass"
+    assert verdict([*checks, _check(Outcome.FAILED)], []) == "fail"
+    warning = Finding(id="runbook.no-effect", severity=Severity.WARNING, summary="w")
+    assert verdict(checks, [warning], fail_on="warning") == "fail"  # through its finding, at the chosen threshold
+
+
 def test_optional_not_applicable_does_not_make_incomplete() -> None:
     checks = [_check(Outcome.PASSED), _check(Outcome.NOT_APPLICABLE, required=False)]
     assert verdict(checks, []) == "pass"

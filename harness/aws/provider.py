@@ -9,6 +9,7 @@ in the lab it targets moto, and the report says "simulated".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,19 +20,20 @@ from harness.model import Plan, StepKind
 VAULT = "spacetimedb-backups"
 PLAN_NAME = "spacetimedb-data"
 SCHEDULES = {"hourly": "cron(0 * * * ? *)", "daily": "cron(0 5 * * ? *)", "weekly": "cron(0 5 ? * 1 *)",
-             "monthly": "cron(0 5 1 * ? *)"}
+             "monthly": "cron(0 5 1 * ? *)", "quarterly": "cron(0 5 1 1/3 ? *)", "yearly": "cron(0 5 1 1 ? *)"}
 ROLE = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole"
 
 
+_DAYS_PER = {"hours": 1 / 24, "days": 1, "weeks": 7, "months": 30, "years": 365}
+
+
 def retention_days(retention: dict[str, Any]) -> int:
-    """AWS Backup keeps recovery points for whole days (at least 1): 48 hours -> 2 days; a range of months
-    takes its upper bound (a kit choice, recorded)."""
-    if "hours" in retention:
-        return max(1, -(-int(retention["hours"]) // 24))
-    if "days" in retention:
-        return int(retention["days"])
-    if "months_max" in retention or "months" in retention:
-        return 30 * int(retention["months_max"] if "months_max" in retention else retention["months"])
+    """AWS Backup keeps recovery points for whole days (at least 1): 48 hours -> 2 days; a range takes its upper
+    bound (a kit choice, recorded); a month is 30 days and a year 365, as AWS Backup counts them."""
+    for unit, days in _DAYS_PER.items():
+        value = retention.get(f"{unit}_max", retention.get(unit))
+        if value is not None:
+            return max(1, math.ceil(int(value) * days))
     raise ValueError(f"unknown retention {retention}")
 
 
