@@ -61,6 +61,23 @@ def test_route_pattern_matching_nothing(tmp_path: Path) -> None:
     assert _ids(with_defect) == ["runbook.route-pattern-matches-nothing"]
     assert "^/v1/[^/]+/sql$" in with_defect[0].summary and with_defect[0].runbook_ref["line_start"] == 14
     assert detect(_plan(tmp_path, "^/v1/database/[^/]+/sql$"), [], [], {}) == []
+    assert "`^/v1/database/[^/]+/sql$`" in with_defect[0].suggestion
+
+
+@pytest.mark.parametrize("pattern", ["^/v1/database/[a-z0-9]+/sql$", "^/v1/database/[a-z0-9_]+/subscribe$",
+                                     "^/v1/database/[0-9a-f]{64}/logs$", "^/v1/database/[a-z]+/call/[a-z_]+$"])
+def test_patterns_that_match_real_routes_are_not_flagged(tmp_path: Path, pattern: str) -> None:
+    """Issue 17: the one sample name had a hyphen, so `[a-z0-9]+` patterns were said to match nothing."""
+    assert detect(_plan(tmp_path, pattern), [], [], {}) == []
+
+
+@pytest.mark.parametrize(("pattern", "fix"), [("^/v1/db/[^/]+/subscribe$", "^/v1/database/[^/]+/subscribe$"),
+                                              ("^/api/sql$", "^/v1/database/[^/]+/sql$"),
+                                              ("^/v1/database/[^/]+/call$", "^/v1/database/[^/]+/call/[^/]+$"),
+                                              ("^/identity$", "^/v1/identity$")])
+def test_the_fix_offered_fits_the_patterns_family(tmp_path: Path, pattern: str, fix: str) -> None:
+    found = detect(_plan(tmp_path, pattern), [], [], {})
+    assert _ids(found) == ["runbook.route-pattern-matches-nothing"] and f"`{fix}`" in found[0].suggestion
 
 
 def test_firewall_rule_on_inactive_firewall(tmp_path: Path) -> None:

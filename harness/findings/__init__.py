@@ -218,10 +218,34 @@ def firewall_without_effect(plan: Plan, transcript: list[dict[str, Any]], facts:
     return found
 
 
+# realistic values for a route's parts: database names with and without hyphens, a database identity (64 hex),
+# reducer names with underscores; a location pattern that matches none of a route's spellings matches nothing
+_SAMPLE_DATABASES = ("quickstart", "chat", "my-app-2", "stdbc-probe", "c200" + "0" * 60)
+_SAMPLE_REDUCERS = ("add", "send_message", "set_name2")
+# a pattern's literal words -> the route family it aims at, for the fix it is offered
+_AIMS = (("subscribe", "/v1/database/[^/]+/subscribe"), ("sql", "/v1/database/[^/]+/sql"),
+         ("call", "/v1/database/[^/]+/call/[^/]+"), ("logs", "/v1/database/[^/]+/logs"),
+         ("schema", "/v1/database/[^/]+/schema"), ("websocket-token", "/v1/identity/websocket-token"),
+         ("identity", "/v1/identity"), ("ping", "/v1/ping"), ("health", "/v1/health"), ("metrics", "/v1/metrics"))
+
+
+def route_samples() -> list[str]:
+    return sorted({f.path(db=db, reducer=reducer).split("?")[0] for f in FAMILIES for db in _SAMPLE_DATABASES
+                   for reducer in _SAMPLE_REDUCERS})
+
+
+def _fitting_fix(pattern: str) -> str:
+    literal = re.sub(r"\\.|[\^$()\[\]{}*+?|]", " ", pattern).lower()
+    for word, route in _AIMS:
+        if re.search(rf"\b{re.escape(word)}\b", literal):
+            return f"^{route}$"
+    return "^/v1/database/[^/]+/<route>$"
+
+
 def route_patterns_matching_nothing(plan: Plan) -> list[Finding]:
     found = []
     text_lines = Path(plan.runbook_path).read_text(encoding="utf-8").splitlines() if plan.runbook_path else []
-    samples = [f.path() for f in FAMILIES]
+    samples = route_samples()
     for step in plan.steps:
         if step.kind is not StepKind.FILE_WRITE or not step.path or "/nginx/" not in (step.path or ""):
             continue
@@ -234,18 +258,22 @@ def route_patterns_matching_nothing(plan: Plan) -> list[Finding]:
                 regex = re.compile(match.group(2), flags)
             except re.error:
                 continue
-            if any(regex.search(p.split("?")[0]) for p in samples):
+            if any(regex.search(p) for p in samples):
                 continue
             line = next((i + 1 for i, t in enumerate(text_lines) if i + 1 >= step.ref.line_start
                          and raw.strip() in t), step.ref.line_start)
             note = " (commented out, offered to uncomment)" if raw.strip().startswith("#") else ""
+            fix = _fitting_fix(match.group(2))
             found.append(Finding(
                 id="runbook.route-pattern-matches-nothing", severity=Severity.WARNING,
                 summary=f"the nginx location `{match.group(2)}`{note} matches no SpacetimeDB route: enabling it "
                         f"opens nothing",
                 runbook_ref={"section": list(step.ref.section), "line_start": line, "line_end": line},
-                evidence=[Evidence(label="routes tried", output="\n".join(samples))],
-                suggestion="the API's routes are /v1/database/<db>/...: e.g. `^/v1/database/[^/]+/sql$`"))
+                evidence=[Evidence(label=f"routes tried ({len(samples)}: every route family with realistic "
+                                         "database names, identities and reducer names)",
+                                   output="\n".join(samples[:60]))],
+                suggestion=f"the API's routes are /v1/database/<name or identity>/...: for what this location aims "
+                           f"at, e.g. `{fix}`"))
     return found
 
 

@@ -134,6 +134,7 @@ def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, oper
     check.ref(publish_step)
     database = _published_name(plan, operator_steps)
     cli = "sudo -u spacetimedb /stdb/spacetime --root-dir=/stdb"
+    fallback = database is None
     if database is None:
         # The documented publish did not work: publish the same module on the server's loopback so the
         # client path (nginx + TLS + websocket) is still proven; the evidence says so.
@@ -180,6 +181,9 @@ def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, oper
         check.note("messages seen by the subscribed client", "\n".join(lines[-10:]) + (f"\n{err}" if err else ""),
                    status=proc.returncode)
         assert proc.returncode == 0, f"the subscribed client did not see the inserted row {marker!r}"
+        # the client path works; the claim is the runbook's flow, and its own publish failed
+        assert not fallback, ("the runbook's own publish failed: the row was seen only on a module the kit "
+                              "published itself on the server's loopback (the client path through the proxy works)")
     finally:
         if proc.poll() is None:
             proc.kill()
