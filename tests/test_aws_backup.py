@@ -137,3 +137,35 @@ def test_quarterly_and_yearly_rules_make_a_plan_not_a_traceback(moto_server: Mot
     assert kept["quarterly"] == ("cron(0 5 1 1/3 ? *)", 730) and kept["yearly"] == ("cron(0 5 1 1 ? *)", 2555)
     assert kept["weekly"][1] == 56 and kept["hourly"][1] == 2 and kept["monthly"][1] == 360
     assert state["plan_id"]
+
+
+def _variant_account(moto_server: MotoServer, runbook_path: Path, tmp_path: Path, old: str, new: str) -> tuple[
+        dict, Path]:
+    """The account the lab builds from a variant of the runbook (one sentence changed)."""
+    import urllib.request
+
+    text = runbook_path.read_text()
+    assert old in text, old
+    runbook = tmp_path / "variant.md"
+    runbook.write_text(text.replace(old, new, 1))
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server.url}/moto-api/reset", method="POST"),
+                           timeout=30).close()
+    provider = ConsoleProvider(moto_server.url, "us-east-1", simulated=True, allow_mutation=False)
+    return provider.perform(build_plan(runbook, "default")).to_state(), runbook
+
+
+@pytest.mark.parametrize(("old", "new", "red"), [
+    ("RPO (data loss tolerance): e.g. 1 hour", "RPO (data loss tolerance): e.g. 15 minutes", "aws_backup.plan-rules"),
+    ("Daily backups, retain 14 days", "Daily backups, retain 12 hours", "aws_backup.plan-rules"),
+    ("(e.g. 200GB)", "(e.g. 20TB)", "aws_backup.data-volume"),
+    ("in the **same AZ** as your EC2 instance", "next to your EC2 instance", "aws_backup.data-volume"),
+], ids=["rpo-shorter-than-the-plan", "kept-shorter-than-its-interval", "volume-too-large", "volume-zone-unsaid"])
+def test_a_runbook_variant_turns_its_check_red_in_the_simulated_account(
+        moto_server: MotoServer, runbook_path: Path, tmp_path: Path, old: str, new: str, red: str) -> None:
+    """Issue 17: in the lab the kit builds the account from the runbook's words, so reading it back could not
+    fail; the runbook's plan and volume judged against AWS's rules and its own RPO can."""
+    state, runbook = _variant_account(moto_server, runbook_path, tmp_path, old, new)
+    outcomes = _suite(state, runbook, tmp_path)
+    assert outcomes[red] == "failed", outcomes
+    others = {"aws_backup.plan-rules", "aws_backup.data-volume"} - {red}
+    assert all(outcomes[c] == "passed" for c in others), outcomes

@@ -98,7 +98,12 @@ class ConsoleProvider:
     def _volume(self, params: dict[str, Any]) -> None:
         if not self.record.instance_id:
             self._instance()
-        zone = self.record.availability_zone if params.get("same_az", True) else None
+        zone = self.record.availability_zone
+        if not params.get("same_az", True):  # the runbook names no zone: the console's first one (a kit choice)
+            zones = self._call(self.ec2, "describe_availability_zones")["AvailabilityZones"]
+            zone = sorted(z["ZoneName"] for z in zones)[0] if zones else zone
+            self.record.adaptations.append({"id": "aws.volume-zone", "summary": "the runbook names no availability "
+                                            f"zone for the data volume: the kit created it in {zone}"})
         volume = self._call(self.ec2, "create_volume", AvailabilityZone=zone, Size=int(params.get("size_gb", 200)),
                             VolumeType=params.get("volume_type", "gp3"),
                             TagSpecifications=[{"ResourceType": "volume",

@@ -1,8 +1,10 @@
 """Suite `aws_backup`: the runbook's AWS backup promise, read back from AWS's APIs (boto3).
 
 In the lab the account is a moto server the console-step provider populated from the runbook's own
-parameters: the report says "simulated". What moto cannot show (recovery points of jobs it never runs)
-is not-applicable with the reason, never passed.
+parameters: the report says "simulated". Reading that back proves only that AWS's API took it, so the plan and
+the volume the runbook describes are also judged against AWS's own rules and the runbook's own RPO
+(harness/aws/rules.py): that is what can make these checks red in the lab. What moto cannot show (recovery
+points of jobs it never runs) is not-applicable with the reason, never passed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import pytest
 
 from harness.aws.coverage import selection_covers
 from harness.aws.moto_lab import client
+from harness.aws.rules import plan_problems, volume_problems
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.run_state import RunState
+from harness.runbook_targets import runbook_target
 from harness.tape import current
 
 
@@ -76,13 +80,19 @@ def _kind(expression: str) -> str:
     return "unknown"
 
 
-@pytest.mark.check("aws_backup.plan-rules", claim="a backup plan has the documented rules: hourly kept 48 h, daily "
-                                                 "kept 14 days, monthly kept 6-12 months")
-def test_plan_rules(aws, plan: Plan, check: CheckRecorder) -> None:
+@pytest.mark.check("aws_backup.plan-rules", claim="a backup plan has the documented rules (hourly kept 48 h, daily "
+                                                 "kept 14 days, monthly kept 6-12 months), rules AWS Backup keeps as "
+                                                 "written and that meet the runbook's own RPO")
+def test_plan_rules(aws, run_state: RunState, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
     documented = _documented_rules(plan)
     if not documented:
         check.not_applicable("the runbook documents no backup plan rules")
+    rpo = runbook_target(run_state.runbook, "RPO") if run_state.runbook else None
+    problems, notes = plan_problems(documented, rpo[0] if rpo else None)
+    check.note("the plan the runbook describes, against AWS Backup's rules and its RPO", json.dumps(
+        {"rules": documented, "rpo": rpo[1] if rpo else "(the runbook states none)", "problems": problems,
+         "notes": notes}, indent=1))
     plans = _plans(aws)
     check.note("backup plans" + (" (simulated: moto)" if aws.get("simulated") else ""), json.dumps(
         [{"name": p["BackupPlanName"], "rules": [{"name": r["RuleName"], "schedule": r["ScheduleExpression"],
@@ -98,6 +108,7 @@ def test_plan_rules(aws, plan: Plan, check: CheckRecorder) -> None:
         if not ok:
             missing.append(f"{want['schedule']} kept {want['retention']} ({low}-{high} days)")
     assert not missing, "no rule for: " + "; ".join(missing)
+    assert not problems, "the plan the runbook describes: " + "; ".join(problems)
 
 
 @pytest.mark.check("aws_backup.vault-exists", claim="the plan's rules write into an existing backup vault")
@@ -150,6 +161,9 @@ def test_data_volume(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(step)
     if step is None:
         check.not_applicable("the runbook documents no data volume")
+    problems = volume_problems(step.params)
+    check.note("the volume the runbook describes, against EC2's rules", json.dumps(
+        {"params": step.params, "problems": problems}, indent=1))
     volume = _volume(aws)
     check.note("volume", json.dumps(volume, indent=1, default=str))
     assert volume, "no volume tagged Name=spacetimedb-data"
@@ -161,6 +175,7 @@ def test_data_volume(aws, plan: Plan, check: CheckRecorder) -> None:
     instance = ec2.describe_instances(InstanceIds=[attachments[0]["InstanceId"]])["Reservations"][0]["Instances"][0]
     zone = instance["Placement"]["AvailabilityZone"]
     assert volume["AvailabilityZone"] == zone, f"volume in {volume['AvailabilityZone']}, instance in {zone}"
+    assert not problems, "the volume the runbook describes: " + "; ".join(problems)
 
 
 @pytest.mark.check("aws_backup.cross-region-copy", claim="backups are copied to another region (documented as "

@@ -16,7 +16,6 @@ without a compiled module, no restore procedure) every check is not-applicable w
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ import pytest
 from harness.model import Plan, SourceRef, StepKind
 from harness.pytest_plugin import CheckRecorder
 from harness.run_state import RunState
+from harness.runbook_targets import runbook_target
 from harness.scenarios import history_path, load_history
 from harness.scenarios.restore_drill import judged
 
@@ -104,12 +104,7 @@ def _runbook_target(runbook: str, name: str) -> tuple[float, str] | None:
 
 
 def _runbook_target_line(runbook: str, name: str) -> tuple[float, str, int] | None:
-    text = Path(runbook).read_text(encoding="utf-8", errors="replace")
-    match = re.search(rf"{name}\b[^\n:]*:\s*(?:e\.g\.\s*)?(\d+(?:\.\d+)?)\s*(second|minute|hour|day)s?", text, re.I)
-    if not match:
-        return None
-    unit = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[match.group(2).lower()]
-    return float(match.group(1)) * unit, match.group(0).strip(), text.count("\n", 0, match.start()) + 1
+    return runbook_target(runbook, name)
 
 
 def _ref_target(check: CheckRecorder, plan: Plan, runbook: str, name: str) -> tuple[float, str] | None:
