@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -145,9 +146,22 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         if args.expected_version is not None else "",
         resolve=st.check_resolve_items(args.resolve or [], "--resolve"),
         ca_file=st.check_ca_file(ca_file, "--ca-file") if ca_file else None,
+        aws_region=_aws_region(args), aws_profile=getattr(args, "aws_profile", None) or "",
     )
+    if (options.aws_region or options.aws_profile) and not options.target:
+        raise UsageError("--aws-region/--aws-profile read a real account: only for a host the kit did not build "
+                         "(--target ssh://...)", hint="a lab run's AWS account is simulated from the runbook")
+    if options.aws_profile and not options.aws_region:
+        raise UsageError("--aws-profile needs --aws-region", hint="--aws-region us-east-1 (the volume's region)")
     st.check_combination(options, _flag)
     return options
+
+
+def _aws_region(args: argparse.Namespace) -> str:
+    region = getattr(args, "aws_region", None) or ""
+    if region and not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
+        raise UsageError(f"--aws-region {region!r} is not an AWS region", hint="e.g. --aws-region eu-west-1")
+    return region
 
 
 def _jobs(args: argparse.Namespace) -> int | None:
@@ -344,6 +358,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                           help="ssh:// only: also run the checks that change the host (restarts, kill -9, writes); "
                                "without it they are not-applicable. On lab backends the kit may always change its "
                                "own host, so the flag changes nothing there")
+    existing.add_argument("--aws-region", metavar="REGION",
+                          help="read the real AWS account of an existing host (read only: Describe/List/Get calls "
+                               "only) for the aws_backup suite: the plan, the selection covering the volume behind "
+                               "/stdb, recovery points within the RPO, restore testing")
+    existing.add_argument("--aws-profile", metavar="NAME",
+                          help="the ~/.aws/config profile to read it with (default: the usual credential chain)")
     existing.add_argument("--vantage", metavar="URL",
                           help="where the remote checks run from: \"\" = this machine (default), or "
                                "ssh://user@host[:port]")

@@ -68,6 +68,8 @@ class RunOptions:
     resolve: dict[str, str] = field(default_factory=dict)  # name -> address for the vantage (lab hosts kept up)
     ca_file: Path | None = None  # extra CA bundle the vantage trusts (lab hosts kept up: lab CA + ACME root)
     converge_only: bool = False  # `lab up`: bring up and apply, judge nothing, keep the lab
+    aws_region: str = ""  # existing hosts: the real AWS account's region to read (read only) for aws_backup
+    aws_profile: str = ""  # ... and the profile of ~/.aws/config to read it with ("" = the default chain)
     run_id: str = ""  # "" = a new random id
 
 
@@ -203,7 +205,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                 _keep(testbed, site, vantage, options)
                 return _finish_converge(report, progress)
             digest_before = _digest(testbed, timer, "digest_before") if not builds else None
-            aws_state = _aws_account(plan, workdir, timer, report, progress, stack) if builds else None
+            aws_state = (_aws_account(plan, workdir, timer, report, progress, stack) if builds else
+                         _real_aws_account(options, testbed, progress) if options.aws_region else None)
             state = RunState(run_id=run_id, backend=url.scheme, lab=testbed.state(), aws=aws_state,
                              capabilities=sorted(c.value for c in testbed.backend.effective_capabilities()),
                              mutation_allowed=testbed.backend.has(Capability.MUTATION), builds_host=builds,
@@ -359,6 +362,20 @@ def _existing_host_evidence(testbed: Testbed, report_dir: Path, report: RunRepor
         report.environment.update(testbed.backend.facts())
     except Exception as exc:  # noqa: BLE001 - evidence is best effort; the report is still written
         report.environment["host_transcript"] = {"error": str(exc)}
+
+
+def _real_aws_account(options: RunOptions, testbed: Testbed, progress: Progress) -> dict[str, Any]:
+    """The aws_backup suite's view of a real account: read only (harness/aws/real_account.py), the volume behind
+    /stdb found on the host from its NVMe serial."""
+    from harness.aws.real_account import volume_behind
+
+    volume_id, said = volume_behind(testbed.target)
+    progress(f"aws: the real account in {options.aws_region}"
+             f"{f' (profile {options.aws_profile})' if options.aws_profile else ''}, read only; the volume behind "
+             f"/stdb: {volume_id or 'not an EBS volume (no vol- serial)'}")
+    return {"endpoint_url": None, "region": options.aws_region, "profile": options.aws_profile or None,
+            "simulated": False, "read_only": True, "volume_id": volume_id, "volume_found": said, "calls": [],
+            "adaptations": [], "not_done": []}
 
 
 def _vantage_evidence(workdir: Path, report_dir: Path, report: RunReport) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from harness.aws.coverage import selection_covers
 from harness.aws.moto_lab import client
+from harness.aws.real_account import freshness, read_only_client
 from harness.aws.rules import plan_problems, volume_problems
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
@@ -34,6 +35,18 @@ def aws(run_state: RunState) -> dict[str, Any]:
     return state
 
 
+def _client(aws: dict[str, Any], service: str) -> Any:
+    """The lab's simulated account (moto), or a real account that can only be read (--aws-region)."""
+    if aws.get("simulated", True):
+        return client(service, aws["endpoint_url"], aws["region"])  # type: ignore[call-overload]
+    return read_only_client(service, region=aws["region"], profile=aws.get("profile"),
+                            endpoint_url=aws.get("endpoint_url"))
+
+
+def _real(aws: dict[str, Any]) -> bool:
+    return not aws.get("simulated", True)
+
+
 def _console(plan: Plan, action: str) -> Step | None:
     return next((s for s in plan.steps if s.kind is StepKind.CONSOLE and s.params.get("action") == action), None)
 
@@ -44,7 +57,7 @@ def _documented_rules(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _plans(aws: dict[str, Any]) -> list[dict[str, Any]]:
-    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
+    backup = current().new("aws.backup", lambda: _client(aws, "backup"))
     found = []
     for item in backup.list_backup_plans()["BackupPlansList"]:
         found.append(backup.get_backup_plan(BackupPlanId=item["BackupPlanId"])["BackupPlan"] |
@@ -114,7 +127,7 @@ def test_plan_rules(aws, run_state: RunState, plan: Plan, check: CheckRecorder) 
 @pytest.mark.check("aws_backup.vault-exists", claim="the plan's rules write into an existing backup vault")
 def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
+    backup = current().new("aws.backup", lambda: _client(aws, "backup"))
     vaults = {v["BackupVaultName"] for v in backup.list_backup_vaults()["BackupVaultList"]}
     targets = {r["TargetBackupVaultName"] for p in _plans(aws) for r in p["Rules"]}
     check.note("vaults / vaults the rules target", json.dumps({"vaults": sorted(vaults), "targets": sorted(targets)}))
@@ -123,8 +136,14 @@ def test_vault(aws, plan: Plan, check: CheckRecorder) -> None:
 
 
 def _volume(aws: dict[str, Any]) -> Mapping[str, Any]:
-    ec2 = current().new("aws.ec2", lambda: client("ec2", aws["endpoint_url"], aws["region"]))
-    vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["spacetimedb-data"]}])["Volumes"]
+    """The data volume: on a real account the one behind /stdb (found on the host), in the lab the tagged one."""
+    ec2 = current().new("aws.ec2", lambda: _client(aws, "ec2"))
+    if _real(aws):
+        if not aws.get("volume_id"):
+            return {}
+        vols = ec2.describe_volumes(VolumeIds=[aws["volume_id"]])["Volumes"]
+    else:
+        vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["spacetimedb-data"]}])["Volumes"]
     return vols[0] if vols else {}
 
 
@@ -132,7 +151,7 @@ def _volume(aws: dict[str, Any]) -> Mapping[str, Any]:
                                                               "(tagged Name=spacetimedb-data)")
 def test_selection(aws, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
+    backup = current().new("aws.backup", lambda: _client(aws, "backup"))
     volume = _volume(aws)
     assert volume, "no volume tagged Name=spacetimedb-data"
     tags = {t["Key"]: t["Value"] for t in volume.get("Tags", [])}
@@ -171,7 +190,7 @@ def test_data_volume(aws, plan: Plan, check: CheckRecorder) -> None:
     assert volume["Size"] >= int(step.params.get("size_gb", 0)), f"size {volume['Size']} GB"
     attachments = volume.get("Attachments", [])
     assert attachments, "the volume is not attached"
-    ec2 = current().new("aws.ec2", lambda: client("ec2", aws["endpoint_url"], aws["region"]))
+    ec2 = current().new("aws.ec2", lambda: _client(aws, "ec2"))
     instance = ec2.describe_instances(InstanceIds=[attachments[0]["InstanceId"]])["Reservations"][0]["Instances"][0]
     zone = instance["Placement"]["AvailabilityZone"]
     assert volume["AvailabilityZone"] == zone, f"volume in {volume['AvailabilityZone']}, instance in {zone}"
@@ -192,9 +211,23 @@ def test_cross_region(aws, plan: Plan, check: CheckRecorder) -> None:
 
 @pytest.mark.check("aws_backup.recovery-points-fresh", claim="the newest recovery point of the volume is within "
                                                             "the RPO (one hour for the hourly rule)")
-def test_recovery_points(aws, plan: Plan, check: CheckRecorder) -> None:
+def test_recovery_points(aws, run_state: RunState, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_console(plan, "backup_plan"))
-    backup = current().new("aws.backup", lambda: client("backup", aws["endpoint_url"], aws["region"]))
+    backup = current().new("aws.backup", lambda: _client(aws, "backup"))
+    if _real(aws):
+        volume = _volume(aws)
+        if not volume:
+            check.not_applicable(f"no EBS volume found behind /stdb on the host: {aws.get('volume_found', '')}")
+        rpo = runbook_target(run_state.runbook, "RPO") if run_state.runbook else None
+        if rpo is None:
+            check.not_applicable("the runbook states no RPO to judge the recovery points against")
+        account = _client(aws, "sts").get_caller_identity()["Account"]
+        arn = f"arn:aws:ec2:{aws['region']}:{account}:volume/{volume['VolumeId']}"
+        points = backup.list_recovery_points_by_resource(ResourceArn=arn).get("RecoveryPoints", [])
+        fresh, said = freshness(points, rpo[0])
+        check.note(f"recovery points of {arn}", json.dumps(points[:10], indent=1, default=str))
+        assert fresh, said
+        return
     try:
         points = backup.list_recovery_points_by_backup_vault(BackupVaultName=aws.get("vault") or "Default")
     except Exception as exc:  # noqa: BLE001 - an API moto lacks is reported, not faked
@@ -205,3 +238,17 @@ def test_recovery_points(aws, plan: Plan, check: CheckRecorder) -> None:
     if not items and aws.get("simulated"):
         check.not_applicable("simulated account (moto): no backup job ever runs, so no recovery point can exist")
     assert items, "no recovery point exists"
+
+
+@pytest.mark.check("aws_backup.restore-testing", required=False,
+                   claim="AWS Backup tests restores on a schedule (a restore testing plan exists), as the runbook "
+                         "asks restores to be tested regularly")
+def test_restore_testing(aws, plan: Plan, check: CheckRecorder) -> None:
+    check.ref(_console(plan, "backup_plan"))
+    if not _real(aws):
+        check.not_applicable("simulated account: the runbook asks for restore tests, not for a restore testing "
+                             "plan, so the kit creates none and has nothing of the runbook's to read back")
+    backup = current().new("aws.backup", lambda: _client(aws, "backup"))
+    plans = backup.list_restore_testing_plans().get("RestoreTestingPlans", [])
+    check.note("restore testing plans", json.dumps(plans, indent=1, default=str))
+    assert plans, "no AWS Backup restore testing plan: restores are not tested on a schedule"
