@@ -44,7 +44,20 @@ FAMILIES = [
 ]
 # The documented exposure: open to anyone = identity creation and subscribe; everything that publishes,
 # queries, calls, reads logs/schema, deletes or reports on the server must be closed to remote clients.
-MUST_BE_OPEN = {"identity", "database.subscribe"}
+MUST_BE_OPEN = {"identity", "identity.websocket-token", "database.subscribe"}
+# why clients need each open family: what the official TypeScript SDK (npm `spacetimedb` 2.x) does with it
+CLIENTS_NEED = {
+    "identity": "clients create an identity (POST /v1/identity)",
+    "identity.websocket-token": "a returning client of the official SDK exchanges its saved token here first "
+                                "(POST /v1/identity/websocket-token) and stops with \"Failed to verify token: "
+                                "<status>\" when it fails: every returning SDK client breaks",
+    "database.subscribe": "every client connects here (the SDK's websocket)",
+}
+
+
+def closed_but_needed(opened: set[str]) -> list[str]:
+    """The families clients need that are not open, each with what breaks (for routes.open-families)."""
+    return [f"{name} ({CLIENTS_NEED[name]})" for name in sorted(MUST_BE_OPEN - opened)]
 MUST_BE_CLOSED = {f.name for f in FAMILIES if f.name.startswith("database.") and f.name != "database.subscribe"} | {
     "ping", "health", "metrics"}
 

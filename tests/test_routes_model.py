@@ -13,6 +13,7 @@ from harness.routes_model import (
     FAMILIES,
     MUST_BE_CLOSED,
     MUST_BE_OPEN,
+    closed_but_needed,
     normalize,
     observed,
     parse_locations,
@@ -48,6 +49,20 @@ def test_runbook_site_family_predictions(site: str) -> None:
     assert all(fate[n] == "denied" for n in MUST_BE_CLOSED)
     # the identity prefix opens the whole /v1/identity/... family, which the runbook's text does not mention
     assert fate["identity.public-key"] == "backend" and fate["identity.websocket-token"] == "backend"
+
+
+def test_a_site_that_opens_only_the_exact_identity_route_breaks_returning_sdk_clients(site: str) -> None:
+    """Issue 17: the official SDK's returning clients call POST /v1/identity/websocket-token before connecting;
+    a site with `location = /v1/identity` leaves it closed, and the routes suite must say what breaks."""
+    exact = site.replace("location /v1/identity {", "location = /v1/identity {")
+    assert exact != site
+    locs = parse_locations(exact)
+    opened = {f.name for f in FAMILIES if predict(locs, f.path()) == "backend"}
+    missing = closed_but_needed(opened)
+    assert len(missing) == 1 and missing[0].startswith("identity.websocket-token")
+    assert "Failed to verify token" in missing[0]
+    assert closed_but_needed({f.name for f in FAMILIES if predict(parse_locations(site), f.path()) == "backend"}) \
+        == []
 
 
 def test_loopback_is_not_proxied_by_the_deny_location(site: str) -> None:
