@@ -571,6 +571,9 @@ _RULE = re.compile(
     r"(?:for\s+)?(?P<a>\d+)\s*(?:(?:–|—|-|to)\s*(?P<b>\d+)\s*)?(?P<unit>hours?|days?|weeks?|months?|years?)\b",
     re.IGNORECASE)
 _TAG = re.compile(r"`?(?P<key>[A-Za-z][\w:.-]*)=(?P<value>[\w.:/-]+)`?")
+_VAULT = re.compile(r"\bvault\s+(?:named\s+|called\s+)?[`*\"']+(?P<name>[A-Za-z0-9_.-]{2,50})[`*\"']+|"
+                    r"[`*\"']+(?P<name2>[A-Za-z0-9_.-]{2,50})[`*\"']+\s+(?:backup\s+)?vault\b", re.IGNORECASE)
+_CREATE_VAULT = re.compile(r"\bcreate\b[^.\n]*\bvault\b", re.IGNORECASE)
 _COPY = re.compile(r"\bcopy\b[^\n]*\b(?:region|account)s?\b", re.IGNORECASE)
 
 
@@ -622,14 +625,24 @@ def _backup_plan_params(text: str) -> dict[str, Any]:
         line = next(t for t in text.split("\n") if copy.group(0) in t)
         copy_mode = "optional" if re.search(r"\boptional\b", line, re.IGNORECASE) else "required"
     return {"action": "backup_plan", "rules": rules, "selection": selection,
-            "copy_to_other_region": copy_mode}
+            "copy_to_other_region": copy_mode, "vault": "", "creates_vault": False}
+
+
+def _vault_params(raw: str) -> dict[str, Any]:
+    """The vault a plan's list names (in code or bold: `stdb-vault`), and whether one of its lines creates it."""
+    named = _VAULT.search(raw)
+    # a list item carries its sub-items joined with " - ": each is its own sentence
+    lines = [line for line in re.split(r"\n| - ", raw) if re.search(r"\bvault\b", line, re.IGNORECASE)]
+    return {"vault": (named.group("name") or named.group("name2")) if named else "",
+            "creates_vault": any(_CREATE_VAULT.search(line) for line in lines)}
 
 
 def console_params(items: list[str]) -> dict[str, Any]:
     """Provider parameters for a console list ("In the AWS Console: 1) ... 2) ...")."""
-    text = _plain("\n".join(items))
+    raw = "\n".join(items)
+    text = _plain(raw)
     if re.search(r"\bbackup\s+plan\b", text, re.IGNORECASE):
-        return _backup_plan_params(text)
+        return _backup_plan_params(text) | _vault_params(raw)
     if _FROM_SNAPSHOT.search(text):
         return {"action": "restore_volume_from_snapshot"}
     if _CREATE_VOLUME.search(text):

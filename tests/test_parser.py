@@ -136,7 +136,7 @@ def test_console_step_aws_backup_plan(shared) -> None:
             {"name": "monthly", "schedule": "monthly", "retention": {"months_min": 6, "months_max": 12}},
         ],
         "selection": {"tag": {"Name": "spacetimedb-data"}},
-        "copy_to_other_region": "optional",
+        "copy_to_other_region": "optional", "vault": "", "creates_vault": False,
     }
 
 
@@ -246,7 +246,7 @@ def test_console_params_are_parsed_from_the_text_not_hard_coded() -> None:
             {"name": "yearly", "schedule": "yearly", "retention": {"years_min": 1, "years_max": 3}},
         ],
         "selection": {"tag": {"Role": "db-data"}},
-        "copy_to_other_region": "no",
+        "copy_to_other_region": "no", "vault": "", "creates_vault": False,
     }
     drill = steps[2:]
     assert [(s.kind, s.line_start) for s in drill] == [

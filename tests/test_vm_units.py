@@ -268,7 +268,7 @@ def test_cleanup_removes_resources_of_dead_runs_only(tmp_path):
     # qemu pid by its cmdline, so wait (bounded) until the fake one carries the run's folder
     try:
         cmdline = Path(f"/proc/{fake_qemu.pid}/cmdline")
-        for _ in range(100):
+        for _ in range(400):  # at most 20 s: a loaded machine starts python slowly
             if str(dead_dir).encode() in cmdline.read_bytes():
                 break
             time.sleep(0.05)

@@ -17,7 +17,7 @@ from harness.aws.moto_lab import client
 from harness.errors import UsageError
 from harness.model import Plan, StepKind
 
-VAULT = "spacetimedb-backups"
+DEFAULT_VAULT = "Default"
 PLAN_NAME = "spacetimedb-data"
 SCHEDULES = {"hourly": "cron(0 * * * ? *)", "daily": "cron(0 5 * * ? *)", "weekly": "cron(0 5 ? * 1 *)",
              "monthly": "cron(0 5 1 * ? *)", "quarterly": "cron(0 5 1 1/3 ? *)", "yearly": "cron(0 5 1 1 ? *)"}
@@ -113,11 +113,19 @@ class ConsoleProvider:
                    Device="/dev/sdf")
 
     def _backup(self, params: dict[str, Any]) -> None:
-        self.record.vault = VAULT
-        self._call(self.backup, "create_backup_vault", BackupVaultName=VAULT)
+        # the vault the runbook's plan targets: the one it names, else the console's choice, the region's Default
+        # vault (AWS Backup makes it itself); created only when the runbook says so, or as AWS would (Default)
+        vault = params.get("vault") or DEFAULT_VAULT
+        self.record.vault = vault
+        if params.get("creates_vault") or vault == DEFAULT_VAULT:
+            self._call(self.backup, "create_backup_vault", BackupVaultName=vault)
+            if vault == DEFAULT_VAULT:
+                self.record.adaptations.append({"id": "aws.default-vault", "summary": "the runbook names no backup "
+                                                "vault: the plan targets the region's Default vault, which AWS "
+                                                "Backup creates itself (the kit created it in the simulation)"})
         rules = []
         for rule in params.get("rules", []):
-            rules.append({"RuleName": rule["name"], "TargetBackupVaultName": VAULT,
+            rules.append({"RuleName": rule["name"], "TargetBackupVaultName": vault,
                           "ScheduleExpression": SCHEDULES[rule["schedule"]],
                           "Lifecycle": {"DeleteAfterDays": retention_days(rule["retention"])}})
         created = self._call(self.backup, "create_backup_plan",
@@ -137,6 +145,5 @@ class ConsoleProvider:
         if params.get("copy_to_other_region"):
             self.record.not_done.append(f"cross-region copy: {params['copy_to_other_region']} in the runbook; "
                                         "not configured by the kit")
-        self.record.adaptations.append({"id": "aws.backup-names", "summary": f"vault {VAULT!r}, plan {PLAN_NAME!r}, "
-                                        "cron times and day-granular retention are the kit's choices "
-                                        "(the runbook names none)"})
+        self.record.adaptations.append({"id": "aws.backup-names", "summary": f"plan {PLAN_NAME!r}, cron times and "
+                                        "day-granular retention are the kit's choices (the runbook names none)"})
