@@ -85,8 +85,8 @@ def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> l
             evidence.append(Evidence(label=f"troubleshooting suggestion (not run: changes the host) — {where}",
                                      command=step.command, output="", status=None, host=""))
             continue
-        if gate is not None and gate("script -qec true /dev/null") is not None:
-            # the read-only catalogue runs the command's own words (no terminal on such a host)
+        if not getattr(target, "runs_shell_text", True):
+            # the read-only catalogue runs the command's own words (no shell, so no terminal, on such a host)
             res = target.run(step.command, user=user, timeout=TIMEOUT)
         else:
             # in a terminal, as an operator types it (`script` gives the command a tty: e.g. `certbot renew` then

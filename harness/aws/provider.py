@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.aws.moto_lab import client
+from harness.aws.rules import retention_hours
 from harness.errors import UsageError
 from harness.model import Plan, StepKind
 
@@ -24,17 +25,13 @@ SCHEDULES = {"hourly": "cron(0 * * * ? *)", "daily": "cron(0 5 * * ? *)", "weekl
 ROLE = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole"
 
 
-_DAYS_PER = {"hours": 1 / 24, "days": 1, "weeks": 7, "months": 30, "years": 365}
-
-
 def retention_days(retention: dict[str, Any]) -> int:
     """AWS Backup keeps recovery points for whole days (at least 1): 48 hours -> 2 days; a range takes its upper
-    bound (a kit choice, recorded); a month is 30 days and a year 365, as AWS Backup counts them."""
-    for unit, days in _DAYS_PER.items():
-        value = retention.get(f"{unit}_max", retention.get(unit))
-        if value is not None:
-            return max(1, math.ceil(int(value) * days))
-    raise ValueError(f"unknown retention {retention}")
+    bound (a kit choice, recorded)."""
+    hours = retention_hours(retention)
+    if hours is None:
+        raise ValueError(f"unknown retention {retention}")
+    return max(1, math.ceil(round(hours / 24, 6)))
 
 
 @dataclass

@@ -38,7 +38,9 @@ def volume_problems(params: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _hours(retention: dict[str, Any], *, low: bool = False) -> float | None:
+def retention_hours(retention: dict[str, Any], *, low: bool = False) -> float | None:
+    """A retention the runbook gives ({"hours": 48}, {"months_min": 6, "months_max": 12}...) in hours: a range by
+    its upper bound, or its lower one with `low`; a month is 30 days and a year 365, as AWS Backup counts."""
     for unit, hours in _HOURS_PER.items():
         key = f"{unit}_min" if low and f"{unit}_min" in retention else f"{unit}_max"
         value = retention.get(key, retention.get(unit))
@@ -57,7 +59,7 @@ def plan_problems(rules: list[dict[str, Any]], rpo_seconds: float | None) -> tup
         if schedule not in RULE_INTERVAL_HOURS:
             problems.append(f"`{schedule}` backups: AWS Backup has no such schedule")
             continue
-        kept = _hours(rule.get("retention", {}), low=True)
+        kept = retention_hours(rule.get("retention", {}), low=True)
         if kept is None:
             problems.append(f"{schedule} backups: no retention AWS Backup can keep")
         elif kept < 24:

@@ -335,6 +335,12 @@ class SshTarget:
                              "timed_out": False, "refused": True, "reason": reason})
         return MutationRefused(command, reason, host=self.channel.host)
 
+    @property
+    def runs_shell_text(self) -> bool:
+        """Whether a command text reaches a shell on the host (only with --allow-mutation; read-only, it is split
+        into catalogue commands)."""
+        return self.channel.allow_mutation
+
     def refusal(self, command: str, env: dict[str, str] | None = None) -> str | None:
         """Why the gate refuses `command` on this connection (None: it may be sent)."""
         if self.channel.allow_mutation:
