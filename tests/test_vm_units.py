@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -263,22 +264,22 @@ def test_cleanup_removes_resources_of_dead_runs_only(tmp_path):
     live_dir.mkdir()
     tap = tap_name("0badf00d", 7)
     subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=15)
-    fake_qemu = subprocess.Popen(["python3", "-c", "import time; time.sleep(120)", str(dead_dir)])
-    # until it has exec'd, the child's cmdline is still pytest's (a loaded machine shows that): cleanup matches a
-    # qemu pid by its cmdline, so wait (bounded) until the fake one carries the run's folder
+    # the fake qemu says "up" once it runs (its command line then names the run's folder, which is what cleanup
+    # matches a pid by); the interpreter itself, never a PATH shim that execs it later
+    fake_qemu = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)",
+                                  str(dead_dir)], stdout=subprocess.PIPE)
     try:
-        cmdline = Path(f"/proc/{fake_qemu.pid}/cmdline")
-        for _ in range(400):  # at most 20 s: a loaded machine starts python slowly
-            if str(dead_dir).encode() in cmdline.read_bytes():
-                break
-            time.sleep(0.05)
+        assert fake_qemu.stdout is not None
+        ready, _, _ = select.select([fake_qemu.stdout], [], [], 60)
+        assert ready and fake_qemu.stdout.readline() == b"up\n", "the fake qemu did not start within 60 s"
+        assert str(dead_dir).encode() in Path(f"/proc/{fake_qemu.pid}/cmdline").read_bytes()
         dead = VmRecord(run_id="0badf00d", name="target", workdir=str(dead_dir), kit_pid=_dead_pid(),
                         taps=[tap], qemu_pids=[fake_qemu.pid, os.getpid()])  # own pid: cmdline check spares it
         dead.save()
         VmRecord(run_id="0goodf00", name="target", workdir=str(live_dir)).save()
         removed = cleanup_dead_vm_resources(tmp_path)
-        fake_qemu.wait(timeout=20)
-        assert f"tap {tap}" in removed and f"qemu pid {fake_qemu.pid}" in removed
+        assert f"tap {tap}" in removed and f"qemu pid {fake_qemu.pid}" in removed, removed
+        assert fake_qemu.wait(timeout=30) is not None
         assert not dead_dir.exists() and not Path(f"/sys/class/net/{tap}").exists()
         assert (live_dir / MARKER).is_file() and process_alive(os.getpid())
     finally:
