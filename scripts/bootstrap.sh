@@ -49,3 +49,16 @@ if ! "$repo/.venv/bin/python" -c "import harness, pytest, testinfra" 2>/dev/null
   "$repo/.venv/bin/python" -m pip install -q -c "$repo/constraints.txt" -e "$repo[test]"
   touch "$repo/.venv/.installed"
 fi
+
+# the official TypeScript SDK (npm `spacetimedb`) the lab's clients run, cached by version outside the repo
+if ! "$repo/.venv/bin/python" -c 'import sys
+from harness.errors import KitError
+from harness.sdk_bundle import ensure_sdk
+try:
+    bundle = ensure_sdk(progress=lambda m: print("bootstrap: " + m, file=sys.stderr))
+except KitError as exc:
+    print(f"bootstrap: warning: {exc}", file=sys.stderr)
+    sys.exit(1)
+print(f"bootstrap: official SDK client: {bundle.describe()}", file=sys.stderr)'; then
+  say "the SDK checks will be errors until Node.js 20+ and npm can install the SDK"
+fi
