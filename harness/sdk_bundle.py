@@ -34,11 +34,16 @@ class SdkBundle:
     node_version: str
 
     def node_flags(self) -> list[str]:
-        major = int(self.node_version.lstrip("v").split(".")[0])
-        return ["--experimental-websocket"] if major < 22 else []
+        return node_flags_for(self.node_version)
 
     def describe(self) -> str:
         return f"npm {SDK_PACKAGE} {self.version} on Node.js {self.node_version}"
+
+
+def node_flags_for(node_version: str) -> list[str]:
+    """Node 20 and 21 have their WebSocket behind a flag; 22 and later have it on."""
+    match = re.match(r"v?(\d+)\.", node_version.strip())
+    return ["--experimental-websocket"] if match and int(match.group(1)) < 22 else []
 
 
 def cache_dir() -> Path:

@@ -143,6 +143,13 @@ class Vantage(ABC):
         self._agents.clear()
         self._ca = None
 
+    def sdk_client(self) -> list[str]:
+        """The argv prefix that runs the official SDK client agent (sdk_client.mjs) on this vantage, up to its
+        `--sdk DIR`. NotImplementedError: this kind of vantage has no SDK placed (not-applicable there);
+        SdkUnavailable: it should have, and the kit's dependency is missing (an error)."""
+        raise NotImplementedError(f"the official SDK client is not placed on {self.describe()} (it runs on the lab's "
+                                  f"client and operator containers and on this machine)")
+
     # ---- hooks
     def _place_agent(self, name: str) -> str:
         path = f"{self._workdir()}/agents/{name}"
@@ -186,6 +193,18 @@ class Vantage(ABC):
 # ---------------------------------------------------------------- implementations
 
 
+def lab_sdk_client(host: Any) -> list[str]:
+    """The SDK client on a lab container where the lab mounted the bundle and this machine's node (/lab/sdk)."""
+    from harness.sdk_bundle import LAB_NODE, LAB_SDK_DIR, node_flags_for
+    from harness.sdk_checks import SdkUnavailable
+
+    res = host.run(f"{LAB_NODE} --version && test -d {LAB_SDK_DIR}/node_modules/spacetimedb", timeout=30)
+    if not res.ok:
+        raise SdkUnavailable("the lab mounted no official SDK bundle on this container (Node.js 20+ or npm was "
+                             "missing when the lab came up: see bootstrap)")
+    return [LAB_NODE, *node_flags_for(res.stdout.strip()), f"{LAB_AGENTS}/sdk_client.mjs", "--sdk", LAB_SDK_DIR]
+
+
 class LabClientVantage(Vantage):
     """The lab's client container, reached with docker exec (agents and the lab CA folder are mounted)."""
 
@@ -208,6 +227,9 @@ class LabClientVantage(Vantage):
 
     def describe(self) -> str:
         return f"lab client container {self.container}"
+
+    def sdk_client(self) -> list[str]:
+        return lab_sdk_client(self._host)
 
     def _place_agent(self, name: str) -> str:
         return f"{LAB_AGENTS}/{name}"
@@ -284,6 +306,17 @@ class LocalVantage(Vantage):
 
     def describe(self) -> str:
         return f"this machine ({self.hostname})"
+
+    def sdk_client(self) -> list[str]:
+        from harness.errors import KitError
+        from harness.sdk_bundle import ensure_sdk
+        from harness.sdk_checks import SdkUnavailable
+
+        try:
+            bundle = ensure_sdk()
+        except KitError as exc:
+            raise SdkUnavailable(str(exc)) from None
+        return [str(bundle.node), *bundle.node_flags(), str(AGENTS / "sdk_client.mjs"), "--sdk", str(bundle.directory)]
 
     def _place_agent(self, name: str) -> str:
         return str(AGENTS / name)

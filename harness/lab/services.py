@@ -306,11 +306,28 @@ class LabServices:
             "lab.acme-ca", f"Let's Encrypt is replaced by Pebble at {self.s.acme_directory}",
             f"Pebble resolves every name (the domain {self.domain} included) to the target {target_ip}"))
 
+    def _sdk_mounts(self, progress: Progress) -> list[str]:
+        """The official SDK bundle and this machine's node, read-only, for the client agents (none when this
+        machine cannot provide them: the SDK checks then say why)."""
+        from harness.errors import KitError
+        from harness.sdk_bundle import LAB_NODE, LAB_SDK_DIR, ensure_sdk
+
+        try:
+            bundle = ensure_sdk(progress=progress)
+        except KitError as exc:
+            progress(f"official SDK client unavailable: {exc}")
+            return []
+        if not any(a.id == "lab.sdk-client" for a in self.adaptations):
+            self.adaptations.append(Adaptation(
+                "lab.sdk-client", f"the lab's client and operator machines run the official SDK ({bundle.describe()})",
+                "mounted read-only from this machine's cache: nothing is installed on the target"))
+        return ["-v", f"{bundle.node}:{LAB_NODE}:ro", "-v", f"{bundle.directory}:{LAB_SDK_DIR}:ro"]
+
     def _client(self, progress: Progress) -> None:
         agents = Path(__file__).resolve().parent.parent / "agents"
         self._run_container("client", [
             "--hostname", "client", "--add-host", f"{self.domain}:{self.s.ips['target']}",
-            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro", *self._sdk_mounts(progress),
             self.options.image, "sleep", "infinity"], progress)
 
     def _operator_host(self, progress: Progress) -> None:
@@ -319,7 +336,7 @@ class LabServices:
         self._run_container("operator", [
             "--hostname", "operator", "--add-host", f"{self.domain}:{self.s.ips['target']}",
             "--add-host", f"{TARGET_HOSTNAME}:{self.s.ips['target']}",
-            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro",
+            "-v", f"{self.workdir / 'ca'}:/lab/ca:ro", "-v", f"{agents}:/lab/agents:ro", *self._sdk_mounts(progress),
             self.options.image, "sleep", "infinity"], progress)
 
     def prepare_operator(self, target: Target, progress: Progress) -> None:

@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,10 @@ from harness.lab.docker_target import DockerTarget
 from harness.lab.services import LabServices
 from harness.model import Plan, Step, StepKind
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
+from harness.sdk_checks import SdkUnavailable, bindings_for, sdk_command, sdk_events
+from harness.sdk_checks import failure as sdk_failure
 from harness.tape import current
+from harness.vantage import lab_sdk_client
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
 STEP5_CHANGES = "runs Step 5: publishes a module on the server"
@@ -188,3 +192,28 @@ def test_subscribe_sees_row(plan: Plan, lab: LabServices, target, operator, oper
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+OPERATOR_MODULE = Path(__file__).resolve().parents[2] / "fixtures" / "operator_module" / "stdb-standin-module.json"
+
+
+@pytest.mark.check("operator.sdk-sees-row", mutates=STEP5_CHANGES, needs=("path:/stdb/spacetime",),
+                   claim="on the operator's machine, the official TypeScript SDK connects to the module the runbook "
+                         "published, through the proxy and TLS, and a row one SDK client's reducer call inserts "
+                         "reaches a second SDK client's subscription")
+def test_sdk_sees_row(plan: Plan, lab: LabServices, operator, operator_steps, check: CheckRecorder) -> None:
+    publish_step, _ = _find(operator_steps, plan, r"^\s*ssh\b.*\bpublish\b")
+    check.ref(publish_step)
+    database = _published_name(plan, operator_steps)
+    assert database is not None, "the runbook's publish did not work: there is no database for a client to use"
+    try:
+        prefix = lab_sdk_client(operator)
+    except SdkUnavailable as exc:
+        raise RuntimeError(f"the kit's official SDK client cannot run: {exc}") from None
+    bindings = bindings_for(json.loads(OPERATOR_MODULE.read_text()), "message")
+    command = sdk_command(prefix, url=f"https://{lab.domain}", database=database, bindings=bindings,
+                          call_reducer=True)
+    res = check.run(operator, command, user="ubuntu", timeout=60,
+                    label="the official SDK client on the operator's machine")
+    events = sdk_events(res.stdout)
+    assert "row-seen" in events, sdk_failure(events, res.exit_status, res.stderr)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.conformance_db import probe_database_or_not_applicable
+from fixtures.conformance_db import PROBE_MODULE, probe_database_or_not_applicable
 from harness.model import Plan, Step, StepKind
 from harness.probe_client import ProbeSession
 from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
@@ -39,6 +39,8 @@ from harness.routes_model import (
     predict,
 )
 from harness.run_state import RunState
+from harness.sdk_checks import SdkUnavailable, bindings_for, sdk_command, sdk_events
+from harness.sdk_checks import failure as sdk_failure
 from harness.tape import current
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
@@ -185,6 +187,95 @@ def test_subscribe_websocket(site, remote, trusted, target, run_state, plan: Pla
     assert upgrade.get("protocol") == "v1.json.spacetimedb", f"protocol not echoed: {upgrade.get('protocol')}"
     first: dict[str, Any] = next((e for e in events if e.get("event") == "message"), {})
     assert first.get("kind") == "IdentityToken", f"first message is {first.get('kind')}"
+
+
+SDK_CALL_CHANGES = "one SDK client calls the probe module's reducer over its websocket: a row is inserted"
+SdkSessions = dict[bool, tuple[dict[str, dict[str, Any]], str]]
+
+
+@pytest.fixture(scope="session")
+def sdk_sessions() -> SdkSessions:
+    """The SDK client's runs of this session, by whether it called the reducer."""
+    return {}
+
+
+def _sdk_session(check: CheckRecorder, sessions: SdkSessions, remote: Any, site: Site, target: Any,
+                 run_state: RunState, *, call_reducer: bool) -> dict[str, dict[str, Any]]:
+    """Run the official SDK client from the vantage once per kind (with or without the reducer call) and return
+    its steps; later checks reuse the recorded steps (their evidence says so). Raises for the check's outcome:
+    not-applicable where this kind of vantage has no SDK, an error where the kit's own SDK is missing."""
+    if call_reducer in sessions:
+        events, command = sessions[call_reducer]
+        check.note("the official SDK client's steps (the session an earlier check ran)", list(events.values()),
+                   command=command)
+        return events
+    database = probe_database_or_not_applicable(target, run_state, check)
+    try:
+        prefix = remote.sdk_client()
+    except NotImplementedError as exc:
+        check.not_applicable(str(exc))
+    except SdkUnavailable as exc:
+        raise RuntimeError(f"the kit's official SDK client cannot run: {exc}") from None
+    bindings = bindings_for(PROBE_MODULE, database.table) if database.table else None
+    flags = agent_flags(site, remote)
+    connect = flags[flags.index("--connect") + 1] if "--connect" in flags else ""
+    command = sdk_command(prefix, url=f"https://{site.domain}", database=database.name, bindings=bindings,
+                          call_reducer=call_reducer, connect=connect, ca_file=remote.ca_path())
+    res = check.run(remote, command, timeout=60, label="the official SDK client from the vantage")
+    events = sdk_events(res.stdout)
+    if "error" not in events and "timeout" not in events and res.exit_status not in (0, 1, 3):
+        events["error"] = {"event": "error", "step": "start", "message": sdk_failure(events, res.exit_status,
+                                                                                       res.stderr)}
+    sessions[call_reducer] = (events, command)
+    return events
+
+
+def _sdk_step(events: dict[str, dict[str, Any]], step: str, stderr: str = "") -> dict[str, Any]:
+    if step not in events:
+        raise AssertionError(sdk_failure(events, None, stderr))
+    return events[step]
+
+
+@pytest.mark.check("routes.sdk-subscribe", claim="the official TypeScript SDK connects from remote through the "
+                                                 "proxy and TLS (v2/v3 BSATN), gets its identity, subscribes and "
+                                                 "receives the table's rows")
+def test_sdk_subscribe(site, remote, trusted, target, run_state, sdk_sessions, plan: Plan,
+                       check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    _vantage(check, remote)
+    events = _sdk_session(check, sdk_sessions, remote, site, target, run_state, call_reducer=False)
+    connected = _sdk_step(events, "connected")
+    assert len(str(connected.get("identity", ""))) == 64, f"no identity in {connected}"
+    applied = _sdk_step(events, "applied")
+    if applied.get("rows") is None:
+        check.note("a database the operator named: no table the kit knows, so no subscription was made")
+
+
+@pytest.mark.check("routes.sdk-returning-client", claim="a returning SDK client with a saved token connects: the "
+                                                        "SDK exchanges it at POST /v1/identity/websocket-token, "
+                                                        "then opens the websocket, and keeps its identity")
+def test_sdk_returning_client(site, remote, trusted, target, run_state, sdk_sessions, plan: Plan,
+                              check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    _vantage(check, remote)
+    events = _sdk_session(check, sdk_sessions, remote, site, target, run_state, call_reducer=False)
+    _sdk_step(events, "connected")
+    returning = _sdk_step(events, "returning")
+    assert returning.get("same_identity") is True, f"the returning client got another identity: {returning}"
+
+
+@pytest.mark.check("routes.sdk-reducer-roundtrip", mutates=SDK_CALL_CHANGES,
+                   claim="a reducer called by one SDK client over its websocket inserts a row that a second SDK "
+                         "client's subscription receives, all from remote")
+def test_sdk_reducer_roundtrip(site, remote, trusted, target, run_state, sdk_sessions, plan: Plan,
+                               check: CheckRecorder) -> None:
+    check.ref(_site_step(plan))
+    _vantage(check, remote)
+    database = probe_database_or_not_applicable(target, run_state, check)
+    if not database.table:
+        check.not_applicable("a database the operator named: the kit knows none of its reducers")
+    events = _sdk_session(check, sdk_sessions, remote, site, target, run_state, call_reducer=True)
+    _sdk_step(events, "row-seen")
 
 
 @pytest.mark.check("routes.subscribe-plain-get-426", claim="a plain GET to /subscribe through the proxy gets the "
