@@ -232,6 +232,10 @@ class RestoreInputs:
     seq_start: int
     writer_identity: str | None
     max_examples: int
+    # the server's durability window (s between flush+fsync; acknowledged writes inside it may be lost) and the
+    # snapshot instant on the writer's clock; None = judged as if every acknowledgement were durable
+    durability_window: float | None = None
+    snapshot_time: float | None = None
 
     @cached_property
     def restored_seq(self) -> SeqRows:
@@ -405,8 +409,14 @@ def seq_gap_free(inp: RestoreInputs) -> dict[str, Any]:
         )
 
 
+# what a flush+fsync and the writer's and the snapshot's clock reads may add to the server's flush interval
+DURABILITY_SLACK = 0.25
+
+
 def acked_writes_present(inp: RestoreInputs) -> dict[str, Any]:
-    """Every write acknowledged before the snapshot began is in the restore."""
+    """Every write acknowledged before the snapshot began is in the restore, as far as the server promises: with a
+    durability window (SpacetimeDB acknowledges from memory and flushes on an interval), every write acknowledged
+    at least one window before the snapshot; the acknowledged writes lost inside the window are counted."""
     log, last_acked_before_snapshot = inp.log, inp.last_acked_before_snapshot
     restored_seq, seq_start = inp.restored_seq, inp.seq_start
     seqs = restored_seq.seqs
@@ -416,27 +426,48 @@ def acked_writes_present(inp: RestoreInputs) -> dict[str, Any]:
         return (
             _prop("acked_writes_present", None, "the last write acknowledged before the snapshot was not given", {})
         )
+    times = log.ack_times
+    acked_before = sorted(s for s in times if s <= last_acked_before_snapshot)
+    window, snapshot_time = inp.durability_window, inp.snapshot_time
+    if window is None or snapshot_time is None:
+        required, allowed = acked_before, []
     else:
-        acked_before = sorted(s for s in log.ack_times if s <= last_acked_before_snapshot)
-        absent = [s for s in acked_before if s not in present]
-        ok = restored_seq.present and top >= last_acked_before_snapshot and not absent
-        return (
-            _prop(
-                "acked_writes_present",
-                ok,
-                f"all writes acknowledged before the snapshot (up to seq {last_acked_before_snapshot}) are present"
-                if ok
-                else f"restored seq rows end at {top if restored_seq.present else 'nothing'}, the snapshot "
-                f"began after seq {last_acked_before_snapshot} was acknowledged; {len(absent)} acknowledged "
-                "writes missing",
-                {
-                    "last_acked_before_snapshot": last_acked_before_snapshot,
-                    "restored_max_seq": top,
-                    "missing_acked": absent[:MAX_LISTED],
-                    "missing_acked_count": len(absent),
-                },
-            )
+        bound = window + DURABILITY_SLACK
+        required = [s for s in acked_before if times[s] <= snapshot_time - bound]
+        allowed = [s for s in acked_before if times[s] > snapshot_time - bound]
+    absent = [s for s in required if s not in present]
+    lost_in_window = [s for s in allowed if s not in present]
+    measured = round(snapshot_time - min(times[s] for s in lost_in_window), 6) if (
+        lost_in_window and snapshot_time is not None) else 0.0
+    top_required = required[-1] if required else seq_start - 1
+    ok = restored_seq.present and top >= top_required and not absent
+    promise = (f"acknowledged at least the server's durability window ({window} s, plus {DURABILITY_SLACK} s for the "
+               f"flush itself and clock reads) before the snapshot"
+               if window is not None and snapshot_time is not None else "acknowledged before the snapshot")
+    return (
+        _prop(
+            "acked_writes_present",
+            ok,
+            f"all writes {promise} (up to seq {top_required}) are present"
+            + (f"; {len(lost_in_window)} acknowledged inside the window were lost (the oldest "
+               f"{measured} s before the snapshot)" if lost_in_window else "")
+            if ok
+            else f"restored seq rows end at {top if restored_seq.present else 'nothing'}; of the writes {promise} "
+            f"(up to seq {top_required}), {len(absent)} are missing",
+            {
+                "last_acked_before_snapshot": last_acked_before_snapshot,
+                "durability_window_seconds": window,
+                "durability_slack_seconds": DURABILITY_SLACK if window is not None else None,
+                "must_be_present_up_to_seq": top_required,
+                "restored_max_seq": top,
+                "missing_acked": absent[:MAX_LISTED],
+                "missing_acked_count": len(absent),
+                "acked_unflushed_lost": len(lost_in_window),
+                "acked_unflushed_lost_seqs": lost_in_window[:MAX_LISTED],
+                "measured_unflushed_window_seconds": measured,
+            },
         )
+    )
 
 
 def no_phantom_writes(inp: RestoreInputs) -> dict[str, Any]:
@@ -519,6 +550,8 @@ def judge_restore(
     seq_start: int = 1,
     writer_identity: str | None = None,
     max_examples: int = 3,
+    durability_window: float | None = None,
+    snapshot_time: float | None = None,
 ) -> dict[str, Any]:
     """Judge the restored database against the baseline, the original (optional) and the writer's log: each of
     PROPERTIES in turn (every property names the function that judged it), then the measurements.
@@ -526,13 +559,16 @@ def judge_restore(
     `last_acked_before_snapshot`: the seq of the last write acknowledged before the snapshot began
     (`last_acked_before(log, timestamps["snapshot_started"])`); None = the drill did not record it.
     `max_attempted`: the highest seq the writer attempted (default: from the log).
+    `durability_window`, `snapshot_time`: the server's flush interval and the snapshot instant on the writer's
+    clock; with both, writes acknowledged inside the window before the snapshot may be missing (counted).
     """
     log = parse_ack_log(ack_log)
     inputs = RestoreInputs(expected=expected, restored=restored, log=log,
                            last_acked_before_snapshot=last_acked_before_snapshot,
                            max_attempted=log.max_attempted_seq if max_attempted is None else max_attempted,
                            original=original, token_check=token_check, seq_start=seq_start,
-                           writer_identity=writer_identity, max_examples=max_examples)
+                           writer_identity=writer_identity, max_examples=max_examples,
+                           durability_window=durability_window, snapshot_time=snapshot_time)
     properties = [{**judge(inputs), "checker": f"harness.fidelity.{judge.__name__}"} for judge in PROPERTIES]
     measurements = _measurements(
         log, inputs.restored_seq, seq_start, last_acked_before_snapshot, inputs.max_attempted, timestamps or {}

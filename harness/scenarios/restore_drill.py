@@ -51,6 +51,7 @@ DRILL_DIR = "/var/tmp/stdbc-drill"
 DB = "stdbc-fidelity"
 SERVICE = "spacetimedb"
 MOUNT_POINT = "/stdb"
+DEFAULT_DURABILITY_WINDOW = 0.5  # seconds: SpacetimeDB's local durability flushes (write + fsync) every 500 ms
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "fidelity_agent.py"
 WRITER_MAX_SECONDS = 300
 WRITER_MAX_WRITES = 50_000
@@ -132,7 +133,9 @@ def judged(history: dict[str, Any], base: Path) -> dict[str, Any]:
             expected=expected, restored=load("restored") or {}, ack_log=ack_log,
             last_acked_before_snapshot=history.get("last_acked_before_snapshot"), original=load("original"),
             token_check=history.get("token_check"), timestamps=history.get("timestamps"),
-            writer_identity=history.get("writer_identity"))
+            writer_identity=history.get("writer_identity"),
+            durability_window=(history.get("durability") or {}).get("window_seconds"),
+            snapshot_time=history.get("snapshot_guest_time"))
     copies = []
     for copy in history.get("live_copy_results", []):
         copy_file = base / copy["restored_file"] if copy.get("restored_file") else None
@@ -243,6 +246,27 @@ class _Drill:
         except ValueError:
             return 0.0
 
+    def durability_window(self) -> dict[str, Any]:
+        """How long the server may hold an acknowledged transaction before it is on disk: the stand-in's
+        `[standin] durability-interval` in the data dir's config.toml, else SpacetimeDB's default (500 ms, the
+        local durability layer's flush interval in crates/durability)."""
+        res = self.target.run(f"cat {MOUNT_POINT}/data/config.toml", timeout=30)
+        try:
+            import tomllib
+
+            value = tomllib.loads(res.stdout).get("standin", {}).get("durability-interval") if res.ok else None
+        except ValueError:
+            value = None
+        if value is not None:
+            from fixtures.spacetimedb_standin.runtime.standalone_main import StartupError, parse_duration
+
+            try:
+                return {"window_seconds": parse_duration(value), "source": f"[standin] durability-interval = {value!r}"}
+            except StartupError:  # an unreadable value: the default, which the report says
+                pass
+        return {"window_seconds": DEFAULT_DURABILITY_WINDOW,
+                "source": "SpacetimeDB's default flush interval of its local durability layer (500 ms)"}
+
     def ack_log(self) -> str:
         res = self.target.run(f"cat {DRILL_DIR}/ack.jsonl", timeout=60)
         return res.stdout
@@ -348,6 +372,10 @@ class _Drill:
                    last_acked_before_guest_time=last_acked_before(log, guest_before))
         self.h["timestamps"] = {"snapshot_started": snapshot_started, "snapshot_finished": snapshot_finished}
         self.h["last_acked_before_snapshot"] = last_acked
+        # the server acknowledges before its durability layer flushes: the writer's acknowledgements inside that
+        # window before the snapshot (on the guest's clock, the writer's) may be missing from it
+        self.h["snapshot_guest_time"] = guest_before
+        self.h["durability"] = self.durability_window()
 
         # the live copies, each started on its own port (evidence, judged with the rest by the suite)
         self.h["live_copy_results"] = [self.record_live_copy(c, n) for n, c in enumerate(copies)]

@@ -277,10 +277,18 @@ def test_seq_gap_free(history: dict[str, Any], plan: Plan, check: CheckRecorder)
 
 
 @pytest.mark.check("backup_restore.acked-writes-present", mutates=DRILL_CHANGES,
-                   claim="every write acknowledged before the snapshot "
-                   "began is in the restored database")
+                   claim="every write acknowledged before the snapshot began, as far as the server promises "
+                   "durability (at least its flush interval earlier), is in the restored database; the "
+                   "acknowledged writes lost inside that window are measured")
 def test_acked_writes(history: dict[str, Any], plan: Plan, check: CheckRecorder) -> None:
     prop = _property(history, "acked_writes_present", check, plan)
+    durability = history.get("durability")
+    if durability:
+        evidence = prop.get("evidence") or {}
+        check.note("the server's durability window, and what the restore lost inside it", {
+            "window_seconds": durability.get("window_seconds"), "window_from": durability.get("source"),
+            **{k: evidence.get(k) for k in ("must_be_present_up_to_seq", "acked_unflushed_lost",
+                                            "acked_unflushed_lost_seqs", "measured_unflushed_window_seconds")}})
     m = history["verdict"]["measurements"]
     check.note("acknowledged vs restored", {k: m.get(k) for k in (
         "last_acked_before_snapshot", "restored_max_seq", "restored_seq_rows", "last_acked_seq",

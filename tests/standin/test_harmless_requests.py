@@ -4,6 +4,7 @@ front), every request the routes suite sends on a host it may not change, made h
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 from standin_clients import call
@@ -39,6 +40,7 @@ def _rows(server: StandinServer, database: str, owner: tuple[str, str]) -> objec
 
 def test_harmless_requests_change_nothing_on_a_server_with_every_route_open(
         server: StandinServer, database: str, owner: tuple[str, str]) -> None:
+    time.sleep(1.5)  # what earlier tests wrote reaches the disk first (the stand-in flushes every 0.5 s)
     before, listed = _state(server.root), _databases(server, owner)
     rows = _rows(server, database, owner)
     sent = 0
