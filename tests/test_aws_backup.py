@@ -38,14 +38,16 @@ def account(moto_server: MotoServer, runbook_path: Path) -> dict:
     return provider.perform(build_plan(runbook_path, "default")).to_state()
 
 
-def _suite(state: dict, runbook: Path, tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+def _suite(state: dict, runbook: Path, tmp_path: Path, env: dict[str, str] | None = None,
+           plugins: tuple[str, ...] = ()) -> dict[str, str]:
     lab_state = tmp_path / "state.json"
     RunState(run_id="t", backend="docker", workdir=str(tmp_path), runbook=str(runbook), profile="default",
              aws=state).save(lab_state)
     out = tmp_path / "checks.json"
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "harness" / "suites" / "test_aws_backup.py"), "-p",
                     "harness.pytest_plugin", "--lab-state", str(lab_state), "--checks-out", str(out), "-q",
-                    "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(REPO)],
+                    "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(REPO),
+                    *[arg for plugin in plugins for arg in ("-p", plugin)]],
                    cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     return {c["id"]: c["outcome"] for c in json.loads(out.read_text())}
 

@@ -119,3 +119,88 @@ def test_the_suite_reads_a_real_account_without_writing(moto: MotoServer, runboo
     for check in ("aws_backup.plan-rules", "aws_backup.vault-exists", "aws_backup.data-volume"):
         assert outcomes[check] == "passed", outcomes
     assert backup.list_backup_plans()["BackupPlansList"] == before
+
+
+SELECTION_BY_TAG = {
+    "list_backup_selections": {"BackupSelectionsList": [
+        {"SelectionId": "sel-1", "SelectionName": "stdb", "BackupPlanId": "plan-1",
+         "IamRoleArn": "arn:aws:iam::111122223333:role/backup"}]},
+    "get_backup_selection": {"SelectionId": "sel-1", "BackupPlanId": "plan-1", "BackupSelection": {
+        "SelectionName": "stdb", "IamRoleArn": "arn:aws:iam::111122223333:role/backup",
+        "ListOfTags": [{"ConditionType": "STRINGEQUALS", "ConditionKey": "Name",
+                        "ConditionValue": "spacetimedb-data"}]}},
+}
+
+
+def _points(hours_ago: float) -> dict[str, Any]:
+    return {"list_recovery_points_by_resource": {"RecoveryPoints": [
+        {"RecoveryPointArn": "arn:aws:ec2:us-east-1::snapshot/snap-1", "CreationDate": {"hours_ago": hours_ago},
+         "Status": "COMPLETED"}]}}
+
+
+def _restore_plans(count: int) -> dict[str, Any]:
+    return {"list_restore_testing_plans": {"RestoreTestingPlans": [
+        {"RestoreTestingPlanArn": f"arn:aws:backup:us-east-1:111122223333:restore-testing-plan:p{n}",
+         "RestoreTestingPlanName": f"p{n}", "CreationTime": {"hours_ago": 100},
+         "ScheduleExpression": "cron(0 5 1 * ? *)"} for n in range(count)]}}
+
+
+def _real_account_outcomes(moto: MotoServer, runbook: Path, tmp_path: Path, recorded: dict[str, Any]) -> dict[str, str]:
+    """The suite on a "real" account: moto for what it has (plans, vaults, volumes, made from `runbook`), the
+    recorded responses for the rest (tests/aws_recorded_responses.py)."""
+    import json
+    import urllib.request
+
+    from harness.aws.provider import ConsoleProvider
+    from harness.planner import build_plan
+    from tests.test_aws_backup import _suite
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto.url}/moto-api/reset", method="POST"), timeout=30).close()
+    made = ConsoleProvider(moto.url, "us-east-1", simulated=True, allow_mutation=False).perform(
+        build_plan(runbook, "default")).to_state()
+    real = {"endpoint_url": moto.url, "region": "us-east-1", "profile": None, "simulated": False, "read_only": True,
+            "volume_id": made["volume_id"], "volume_found": "", "calls": [], "adaptations": [], "not_done": []}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps({"backup": recorded}))
+    return _suite(real, runbook, tmp_path, env={**CREDENTIALS, "STDBC_TEST_AWS_RESPONSES": str(responses)},
+                  plugins=("tests.aws_recorded_responses",))
+
+
+def _variant(runbook_path: Path, tmp_path: Path, old: str, new: str) -> Path:
+    text = runbook_path.read_text()
+    assert old in text, old
+    variant = tmp_path / "variant.md"
+    variant.write_text(text.replace(old, new, 1))
+    return variant
+
+
+MOTO_LACKS = ("aws_backup.selection-covers-volume", "aws_backup.restore-testing", "aws_backup.recovery-points-fresh")
+SELECTION_BY_ANOTHER_TAG = {**SELECTION_BY_TAG, "get_backup_selection": {
+    **SELECTION_BY_TAG["get_backup_selection"], "BackupSelection": {
+        **SELECTION_BY_TAG["get_backup_selection"]["BackupSelection"],  # type: ignore[dict-item]
+        "ListOfTags": [{"ConditionType": "STRINGEQUALS", "ConditionKey": "Name", "ConditionValue": "other"}]}}}
+
+
+def test_each_check_moto_cannot_show_goes_red_on_a_real_account(moto: MotoServer, runbook_path: Path,
+                                                                 tmp_path: Path) -> None:
+    """Issue 17: the checks the lab reports not-applicable (moto has no such API) are judged on a real account:
+    green on one that has what the runbook asks (a selection by the volume's tag, a restore testing plan, a
+    recovery point half an hour old against the runbook's 1 hour RPO), each red on one that lacks it (a selection
+    by another tag, no plan, a point three hours old)."""
+    green = {**SELECTION_BY_TAG, **_restore_plans(1), **_points(0.5)}
+    red = {**SELECTION_BY_ANOTHER_TAG, **_restore_plans(0), **_points(3.0)}
+    as_green = _real_account_outcomes(moto, runbook_path, tmp_path / "green", green)
+    as_red = _real_account_outcomes(moto, runbook_path, tmp_path / "red", red)
+    assert {c: as_green[c] for c in MOTO_LACKS} == dict.fromkeys(MOTO_LACKS, "passed"), as_green
+    assert {c: as_red[c] for c in MOTO_LACKS} == dict.fromkeys(MOTO_LACKS, "failed"), as_red
+
+
+def test_a_runbook_whose_rpo_is_shorter_than_the_backups_are_fresh_is_red(moto: MotoServer, runbook_path: Path,
+                                                                         tmp_path: Path) -> None:
+    """The account of the green case above (a half-hour-old recovery point, fresh for the runbook's 1 hour RPO)
+    with a variant of the runbook that promises 15 minutes: stale."""
+    variant = _variant(runbook_path, tmp_path, "RPO (data loss tolerance): e.g. 1 hour",
+                       "RPO (data loss tolerance): e.g. 15 minutes")
+    outcomes = _real_account_outcomes(moto, variant, tmp_path / "variant", _points(0.5))
+    assert outcomes["aws_backup.recovery-points-fresh"] == "failed"
