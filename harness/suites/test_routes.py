@@ -230,6 +230,14 @@ def _sdk_session(check: CheckRecorder, sessions: SdkSessions, remote: Any, site:
     return events
 
 
+def _sdk_check(check: CheckRecorder, sessions: SdkSessions, remote: Any, site: Site, target: Any,
+               run_state: RunState, plan: Plan, *, call_reducer: bool) -> dict[str, dict[str, Any]]:
+    """What every SDK check starts with: its runbook step, its vantage, the SDK client's steps."""
+    check.ref(_site_step(plan))
+    _vantage(check, remote)
+    return _sdk_session(check, sessions, remote, site, target, run_state, call_reducer=call_reducer)
+
+
 def _sdk_step(events: dict[str, dict[str, Any]], step: str, stderr: str = "") -> dict[str, Any]:
     if step not in events:
         raise AssertionError(sdk_failure(events, None, stderr))
@@ -241,9 +249,7 @@ def _sdk_step(events: dict[str, dict[str, Any]], step: str, stderr: str = "") ->
                                                  "receives the table's rows")
 def test_sdk_subscribe(site, remote, trusted, target, run_state, sdk_sessions, plan: Plan,
                        check: CheckRecorder) -> None:
-    check.ref(_site_step(plan))
-    _vantage(check, remote)
-    events = _sdk_session(check, sdk_sessions, remote, site, target, run_state, call_reducer=False)
+    events = _sdk_check(check, sdk_sessions, remote, site, target, run_state, plan, call_reducer=False)
     connected = _sdk_step(events, "connected")
     assert len(str(connected.get("identity", ""))) == 64, f"no identity in {connected}"
     applied = _sdk_step(events, "applied")
@@ -256,9 +262,7 @@ def test_sdk_subscribe(site, remote, trusted, target, run_state, sdk_sessions, p
                                                         "then opens the websocket, and keeps its identity")
 def test_sdk_returning_client(site, remote, trusted, target, run_state, sdk_sessions, plan: Plan,
                               check: CheckRecorder) -> None:
-    check.ref(_site_step(plan))
-    _vantage(check, remote)
-    events = _sdk_session(check, sdk_sessions, remote, site, target, run_state, call_reducer=False)
+    events = _sdk_check(check, sdk_sessions, remote, site, target, run_state, plan, call_reducer=False)
     _sdk_step(events, "connected")
     returning = _sdk_step(events, "returning")
     assert returning.get("same_identity") is True, f"the returning client got another identity: {returning}"

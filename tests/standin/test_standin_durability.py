@@ -116,12 +116,18 @@ def test_kill9_loses_no_acknowledged_write_with_fsync_on_every_commit(fresh_root
         restarted.stop()
 
 
-def test_a_graceful_stop_flushes_what_is_queued(fresh_root: Path) -> None:
-    server = StandinServer(fresh_root, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL="30")).start()
+def _five_writes(root: Path, interval: str) -> StandinServer:
+    """A server with the given durability interval, the ledger published and rows 0..4 written."""
+    server = StandinServer(root, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL=interval)).start()
     _, token = new_identity(server.url)
     _publish(server, token)
     for n in range(5):
-        assert post_json(server.url, "/v1/database/ledger/call/write", [n, "w"]).status == 200
+        assert post_json(server.url, "/v1/database/ledger/call/write", [n, "x"]).status == 200
+    return server
+
+
+def test_a_graceful_stop_flushes_what_is_queued(fresh_root: Path) -> None:
+    server = _five_writes(fresh_root, "30")
     server.stop()  # SIGINT, as Ctrl-C (systemd stops with SIGTERM, handled the same): it flushes before it exits
     restarted = StandinServer(fresh_root, server.port).start()
     try:
@@ -142,11 +148,7 @@ def test_token_issued_before_restart_still_verifies(fresh_root: Path) -> None:
 
 
 def test_torn_final_commitlog_record_is_ignored(fresh_root: Path) -> None:
-    server = StandinServer(fresh_root, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL="0")).start()
-    _, token = new_identity(server.url)
-    _publish(server, token)
-    for n in range(5):
-        assert post_json(server.url, "/v1/database/ledger/call/write", [n, "x"]).status == 200
+    server = _five_writes(fresh_root, "0")
     server.kill9()
     (segment,) = sorted((fresh_root / "data/replicas").glob("*/clog/*.stdb.log"))
     intact = segment.stat().st_size
@@ -237,22 +239,20 @@ def _update_arrives(server: StandinServer, confirmed: bool, marker: str) -> bool
         client.close()
 
 
+def _on_disk_when_the_update_arrives(root: Path, interval: str, confirmed: bool) -> bool:
+    server = StandinServer(root, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL=interval)).start()
+    try:
+        _, token = new_identity(server.url)
+        _publish(server, token)
+        return _update_arrives(server, confirmed=confirmed, marker=f"marker-{confirmed}")
+    finally:
+        server.kill9()
+
+
 def test_confirmed_updates_wait_for_the_disk_and_others_do_not(fresh_root: Path, tmp_path: Path) -> None:
     """`?confirmed=true` (the SDK's withConfirmedReads): an update is sent once its transaction is flushed; without
     it the update comes straight from memory, before the disk has it (a 30 s interval makes that certain)."""
-    slow = StandinServer(fresh_root, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL="30")).start()
-    try:
-        _, token = new_identity(slow.url)
-        _publish(slow, token)
-        assert _update_arrives(slow, confirmed=False, marker="unconfirmed-marker") is False
-    finally:
-        slow.kill9()
+    assert _on_disk_when_the_update_arrives(fresh_root, "30", confirmed=False) is False
     other = tmp_path / "other"
     shutil.copytree(fresh_root, other, symlinks=True, ignore=shutil.ignore_patterns("data"))
-    quick = StandinServer(other, free_port(), standin_env(STDB_STANDIN_DURABILITY_INTERVAL="1")).start()
-    try:
-        _, token = new_identity(quick.url)
-        _publish(quick, token)
-        assert _update_arrives(quick, confirmed=True, marker="confirmed-marker") is True
-    finally:
-        quick.stop()
+    assert _on_disk_when_the_update_arrives(other, "1", confirmed=True) is True
