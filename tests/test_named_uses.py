@@ -89,6 +89,11 @@ def test_non_editable_install_runs_outside_the_checkout(tmp_path: Path) -> None:
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import harness.paths as p; print(p.SUITES_DIR)"],
                            cwd=elsewhere, capture_output=True, text=True, timeout=60)
     assert "site-packages" in where.stdout and str(REPO) not in where.stdout, where.stdout + where.stderr
+    # every agent the lab runs ships with the package (the official SDK's client is a .mjs file)
+    agents = subprocess.run([str(venv / "bin" / "python"), "-c", "import harness.sdk_bundle as b; "
+                             "print(b.AGENT.is_file(), (b.AGENT.parent / 'ws_subscribe.py').is_file())"],
+                            cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert agents.stdout.split() == ["True", "True"], agents.stdout + agents.stderr
     version = subprocess.run([str(exe), "--version"], cwd=elsewhere, capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "stdb-conformance 0." in version.stdout and "stand-in" in version.stdout
     # no runbook and no shared folder in reach: one line that says what to pass
