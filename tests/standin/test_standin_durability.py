@@ -3,6 +3,7 @@ and pid lock."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from standin_clients import call, new_identity, post_json
+from websockets.typing import Subprotocol
 
 from fixtures.spacetimedb_standin.runtime.commitlog import encode_record
 from fixtures.spacetimedb_standin.testing import StandinServer, free_port, standin_env
@@ -222,21 +224,17 @@ def test_pid_lock_refuses_a_second_instance(fresh_root: Path) -> None:
 def _update_arrives(server: StandinServer, confirmed: bool, marker: str) -> bool:
     """Subscribe over v1.json (`?confirmed=`), insert `marker` with a reducer call, wait for its update; return
     whether the commitlog on disk already held the transaction when the update arrived."""
-    from standin_clients import WsClient
+    from websockets.sync.client import connect
 
-    client = WsClient(server.url, f"/v1/database/ledger/subscribe?confirmed={str(confirmed).lower()}",
-                      ["v1.json.spacetimedb"])
-    try:
-        assert client.status == 101
-        client.next_json()  # IdentityToken
-        client.send_json({"Subscribe": {"query_strings": ["SELECT * FROM entry"], "request_id": 1}})
-        client.next_json()  # InitialSubscription
+    url = server.url.replace("http://", "ws://") + f"/v1/database/ledger/subscribe?confirmed={str(confirmed).lower()}"
+    with connect(url, subprotocols=[Subprotocol("v1.json.spacetimedb")], open_timeout=10) as ws:
+        assert "IdentityToken" in str(ws.recv(timeout=10))
+        ws.send(json.dumps({"Subscribe": {"query_strings": ["SELECT * FROM entry"], "request_id": 1}}))
+        assert "InitialSubscription" in str(ws.recv(timeout=10))
         assert post_json(server.url, "/v1/database/ledger/call/write", [4242, marker]).status == 200
-        update = client.next_json(timeout=10)
-        assert marker in str(update), update
+        update = str(ws.recv(timeout=10))
+        assert marker in update, update
         return any(marker.encode() in p.read_bytes() for p in server.root.glob("data/replicas/*/clog/*.stdb.log"))
-    finally:
-        client.close()
 
 
 def _on_disk_when_the_update_arrives(root: Path, interval: str, confirmed: bool) -> bool:

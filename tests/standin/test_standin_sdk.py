@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from standin_clients import WsClient, call, new_identity, post_json
 
@@ -52,8 +53,8 @@ def by_event(events: list[dict]) -> dict[str, dict]:
 
 
 def sql(server: StandinServer, database: str, query: str) -> list[list]:
-    reply = call(server.url, "POST", f"/v1/database/{database}/sql", query.encode())
-    assert reply.status == 200, reply.text
+    reply = httpx.post(f"{server.url}/v1/database/{database}/sql", content=query.encode(), timeout=30)
+    assert reply.status_code == 200, reply.text
     return list(reply.json()[0]["rows"])
 
 
