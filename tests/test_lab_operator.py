@@ -38,7 +38,10 @@ def test_operator_steps_and_end_to_end_subscribe(docker_selftest: dict[str, Any]
     seen = [e for e in e2e["evidence"] if e["label"] == "messages seen by the subscribed client"]
     assert seen and '"event": "seen"' in seen[0]["output"]
     adaptations = {a["id"] for a in report["adaptations"]}
-    assert {"lab.operator-machine", "lab.operator-ssh-key"} <= adaptations
+    assert {"lab.operator-machine", "lab.operator-ssh-key", "lab.sdk-client"} <= adaptations
+    sdk = checks["operator.sdk-sees-row"]
+    assert sdk["outcome"] == "passed", sdk["message"]
+    assert any('"event": "row-seen"' in e["output"] or '"event":"row-seen"' in e["output"] for e in sdk["evidence"])
     assert not leftovers(report["run_id"])
 
 

@@ -27,5 +27,9 @@ def test_routes_and_tls_are_decided_with_evidence(docker_selftest: dict[str, Any
     generated = next(c for c in baseline["checks"] if c["id"] == "routes.generated-requests")
     assert any(re.search(r"seed \d+", e["output"]) for e in generated["evidence"]), "no hypothesis seed recorded"
     assert outcomes["routes.identity-open"] == "passed" and outcomes["routes.closed-families-403"] == "passed"
+    # the official SDK from the remote client: connect, subscribe, returning client, reducer round trip
+    sdk = {i: o for i, o in outcomes.items() if i.startswith("routes.sdk-")}
+    assert sdk == dict.fromkeys(("routes.sdk-subscribe", "routes.sdk-returning-client",
+                                 "routes.sdk-reducer-roundtrip"), "passed"), sdk
     assert outcomes["tls.certificate-valid-for-domain"] == "passed"
     assert not leftovers(baseline["run_id"])
