@@ -278,7 +278,7 @@ class _Drill:
     # ---- the drill -------------------------------------------------------------------------------
     def run(self) -> None:
         from fixtures import conformance_seed as seed
-        from harness.fidelity import last_acked_before, parse_ack_log
+        from harness.fidelity import DURABILITY_SLACK, last_acked_before, parse_ack_log
 
         seed_value = int(self.state.run_id or "0", 16) % 1_000_000 or 1
         seed_plan = seed.build_plan(seed_value)
@@ -376,6 +376,10 @@ class _Drill:
         # window before the snapshot (on the guest's clock, the writer's) may be missing from it
         self.h["snapshot_guest_time"] = guest_before
         self.h["durability"] = self.durability_window()
+        # the newest write the server had promised to keep when the snapshot began: what the kit's own
+        # verification query asks the restored database for
+        self.h["last_durable_before_snapshot"] = last_acked_before(
+            log, guest_before - self.h["durability"]["window_seconds"] - DURABILITY_SLACK)
 
         # the live copies, each started on its own port (evidence, judged with the rest by the suite)
         self.h["live_copy_results"] = [self.record_live_copy(c, n) for n, c in enumerate(copies)]
@@ -542,7 +546,7 @@ class _Drill:
             res = host.run(f"systemctl start {step.params.get('service') or SERVICE}", timeout=120)
             return {"status": "ok" if res.ok else "failed", "performed_by": "kit", "results": [res.to_dict()]}
         if action == "verify_query":
-            last = self.h.get("last_acked_before_snapshot") or 1
+            last = self.h.get("last_durable_before_snapshot") or self.h.get("last_acked_before_snapshot") or 1
             query = f"SELECT * FROM seq WHERE seq = {int(last)}"
             sql = (f"sudo -u {SERVICE} {MOUNT_POINT}/spacetime --root-dir={MOUNT_POINT} sql -s local {DB} "
                    f"{shlex.quote(query)}")
