@@ -429,16 +429,20 @@ def acked_writes_present(inp: RestoreInputs) -> dict[str, Any]:
     times = log.ack_times
     acked_before = sorted(s for s in times if s <= last_acked_before_snapshot)
     window, snapshot_time = inp.durability_window, inp.snapshot_time
+    instant = None
     if window is None or snapshot_time is None:
         required, allowed = acked_before, []
     else:
+        # the snapshot began after `snapshot_time` was read and after the last write counted before it was
+        # acknowledged: the later of the two is still no later than the snapshot, so judging from it is sound
+        instant = max(snapshot_time, times.get(last_acked_before_snapshot, snapshot_time))
         bound = window + DURABILITY_SLACK
-        required = [s for s in acked_before if times[s] <= snapshot_time - bound]
-        allowed = [s for s in acked_before if times[s] > snapshot_time - bound]
+        required = [s for s in acked_before if times[s] <= instant - bound]
+        allowed = [s for s in acked_before if times[s] > instant - bound]
     absent = [s for s in required if s not in present]
     lost_in_window = [s for s in allowed if s not in present]
-    measured = round(snapshot_time - min(times[s] for s in lost_in_window), 6) if (
-        lost_in_window and snapshot_time is not None) else 0.0
+    measured = round(instant - min(times[s] for s in lost_in_window), 6) if (
+        lost_in_window and instant is not None) else 0.0
     top_required = required[-1] if required else seq_start - 1
     ok = restored_seq.present and top >= top_required and not absent
     promise = (f"acknowledged at least the server's durability window ({window} s, plus {DURABILITY_SLACK} s for the "
@@ -457,6 +461,7 @@ def acked_writes_present(inp: RestoreInputs) -> dict[str, Any]:
             {
                 "last_acked_before_snapshot": last_acked_before_snapshot,
                 "durability_window_seconds": window,
+                "snapshot_instant_at_least": instant,
                 "durability_slack_seconds": DURABILITY_SLACK if window is not None else None,
                 "must_be_present_up_to_seq": top_required,
                 "restored_max_seq": top,

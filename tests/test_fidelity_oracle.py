@@ -509,3 +509,26 @@ def test_each_property_is_a_function_the_verdict_names(expected: dict[str, Any],
 
 
 SOURCE = (ROOT / "harness" / "fidelity.py").read_text()
+
+
+def test_acknowledged_writes_inside_the_durability_window_may_be_lost_and_are_counted(
+        expected: dict, plan: seed.SeedPlan) -> None:
+    """SpacetimeDB acknowledges before it flushes: with the server's window (0.1 s here, plus the oracle's slack)
+    only writes acknowledged at least that long before the snapshot must be restored. The snapshot instant is the
+    later of the clock read before it and the last acknowledgement counted before it (the vm drill reads the
+    guest clock first, then the writer's log)."""
+    durable = {"durability_window": 0.1, "snapshot_time": 1000.2}
+    bound = 0.1 + fidelity.DURABILITY_SLACK
+    instant = 1000.0 + 44 * 0.01 + 0.005  # seq 45's acknowledgement, after the clock read
+    verdict = judge(expected, dump_of(plan, list(range(1, 31))), **durable)
+    acked = prop(verdict, "acked_writes_present")
+    assert acked["ok"] is True, acked["summary"]
+    required = [n for n in range(1, 46) if 1000.0 + (n - 1) * 0.01 + 0.005 <= instant - bound]
+    assert acked["evidence"]["must_be_present_up_to_seq"] == required[-1]
+    assert acked["evidence"]["acked_unflushed_lost"] == 15  # seqs 31..45
+    assert 0 < acked["evidence"]["measured_unflushed_window_seconds"] <= bound
+    # losing a write acknowledged before the window is still red
+    early = prop(judge(expected, dump_of(plan, list(range(1, required[-1]))), **durable), "acked_writes_present")
+    assert early["ok"] is False and early["evidence"]["missing_acked"] == [required[-1]]
+    # without the window every acknowledged write is required, as before
+    assert prop(judge(expected, dump_of(plan, list(range(1, 31)))), "acked_writes_present")["ok"] is False

@@ -191,7 +191,9 @@ def test_writes_acknowledged_before_a_kill9_survive_the_restart(drill: Drill) ->
     assert entries.bad_lines == 0 and len(entries.entries) == summary["attempts"]
     assert any(not e["acked"] for e in entries.entries), "attempts after the kill must be logged as unacknowledged"
     last_acked = fidelity.last_acked_before(entries, killed_at)
-    assert last_acked == entries.last_acked_seq == summary["last_acked_seq"]
+    # the writer is sequential and stamps an acknowledgement after reading it: the one write answered just before
+    # the kill may carry a time after `killed_at`, never more than one
+    assert entries.last_acked_seq == summary["last_acked_seq"] and 0 <= entries.last_acked_seq - last_acked <= 1
 
     snapshots = list((drill.server.root / "data").glob("replicas/*/snapshots/*.snapshot_dir"))
     assert len(snapshots) >= 2, "the drill should exercise snapshot loading, not only log replay"
@@ -281,6 +283,9 @@ def test_a_token_from_another_server_does_not_verify(drill: Drill, tmp_path: Pat
 
 def test_the_writer_steps_over_a_seq_that_is_already_there(drill: Drill) -> None:
     """A 530 duplicate (an earlier unacknowledged attempt committed) is logged as present, not retried forever."""
+    # seqs 1-3 exist whichever tests of this module ran before on this worker (an earlier write, or this one)
+    drill.agent("write", "--db", DB, "--token-file", str(drill.token_file), "--log", str(drill.work / "seq1.log"),
+                "--max-writes", "3", "--max-seconds", "10", "--start-seq", "1", check=False)
     log = drill.work / "restart-writer.log"
     result = drill.agent(
         "write",
