@@ -460,13 +460,18 @@ class _Drill:
             return "; ".join(d for d in done if d) or None
 
         prepared = apply_plan(self.plan, host, progress=lambda m: None, before_step=before_step)
+        # a failed step keeps what it printed on both streams, and the service's journal then (`systemctl status`
+        # says why on stdout, with nothing on stderr)
+        journal = "" if prepared.ok else host.run(f"journalctl -u {SERVICE} --no-pager -n 30", timeout=30).stdout
         self.event("recovery_prepared", seconds=round(time.monotonic() - started, 1), ok=prepared.ok,
                    stopped_at=prepared.stopped_at.index if prepared.stopped_at else None,
                    steps=[{"index": r.step.index, "summary": r.step.summary()[:160], "status": r.status,
                            "seconds": round(r.duration, 1),
                            "error": (r.results[-1].stderr.strip()[-300:] if r.results and r.status == "failed"
-                                     else r.note[:300] if r.status == "failed" else "")} for r in prepared.records],
-                   service=self.service_show(host), boot_seconds=boot_seconds)
+                                     else r.note[:300] if r.status == "failed" else ""),
+                           "output": (r.results[-1].stdout.strip()[-600:] if r.results and r.status == "failed"
+                                      else "")} for r in prepared.records],
+                   service=self.service_show(host), boot_seconds=boot_seconds, journal=journal[-3000:])
         self.progress(f"restore drill: recovery host prepared ({'ok' if prepared.ok else 'a step failed'}, "
                       f"{time.monotonic() - started:.0f}s); restoring ...")
 

@@ -172,8 +172,10 @@ def test_recovery_prepared(history: dict[str, Any], plan: Plan, check: CheckReco
     check.ref(_flow_step(plan, action="attach_volume"))
     check.note("recovery host preparation (the runbook's apply phase on a fresh VM)", event)
     failed = [s for s in event.get("steps", []) if s["status"] == "failed"]
+    if event.get("journal"):
+        check.note("the service's journal on the recovery host when its preparation stopped", event["journal"])
     assert event.get("ok"), f"step {failed[0]['index']} failed on the recovery host: {failed[0]['summary']}: " \
-        f"{failed[0]['error']}" if failed else "the preparation did not finish"
+        f"{failed[0]['error'] or failed[0].get('output', '')}" if failed else "the preparation did not finish"
 
 
 @pytest.mark.check("backup_restore.restore-steps-succeed", mutates=DRILL_CHANGES,
