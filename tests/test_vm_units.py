@@ -178,6 +178,19 @@ def test_accel_override(monkeypatch, tmp_path):
     assert choose_accel(tmp_path / "vmlinuz", progress=lambda _m: None) == "kvm"
 
 
+def test_kvm_flavour_names_the_vendor_module_or_pvm(tmp_path):
+    from harness.vm.accel import kvm_flavour, pvm_reason
+
+    assert kvm_flavour(tmp_path) == "unknown"
+    (tmp_path / "kvm").mkdir()
+    (tmp_path / "kvm_pvm").mkdir()
+    assert kvm_flavour(tmp_path) == "pvm"
+    (tmp_path / "kvm_amd").mkdir()
+    assert kvm_flavour(tmp_path) == "amd"
+    assert "guest kernels built as PVM guests" in pvm_reason("no serial output")
+    assert pvm_reason("no serial output").endswith("no serial output")
+
+
 # ---- ssh command strings ----------------------------------------------------------------------------
 def test_remote_command_shapes():
     assert remote_command("id", user="root").startswith("sudo -H bash -c ")

@@ -4,6 +4,13 @@
 decision is a bounded boot probe: the guest kernel is started under KVM with no root disk and must
 reach its "unable to mount root" panic (qemu then exits, -no-reboot) within PROBE_TIMEOUT seconds.
 The verdict is cached per host boot id. STDB_VM_ACCEL=kvm|tcg overrides the probe.
+
+On the project's machines /dev/kvm is PVM (module kvm_pvm, kernel option nested_pvm=1): a hypervisor for
+machines without hardware virtualisation that runs only guest kernels built as PVM guests. Ubuntu's
+kernel is not one: under every CPU model, machine type and clock option tried (host, max, EPYC, qemu64,
+kvm64 without x2apic; pc, q35, microvm; no kvmclock, no HPET; early console) it either dies on an MSR
+qemu sets (0x10a) or stops at "KVM internal error ... emulation failure" in its decompressor before the
+first serial byte. The probe's reason says so when the flavour is PVM.
 """
 
 from __future__ import annotations
@@ -26,6 +33,22 @@ TCG_WARNING = ("KVM is not usable here ({reason}): falling back to TCG emulation
 
 
 KVM_DEVICE = "/dev/kvm"
+SYS_MODULES = Path("/sys/module")
+
+
+def kvm_flavour(modules: Path = SYS_MODULES) -> str:
+    """Which KVM this host has: "intel", "amd", "pvm" (the pagetable-based nested hypervisor, which
+    runs only guest kernels built as PVM guests) or "unknown" (KVM built in without its vendor module)."""
+    for name, flavour in (("kvm_intel", "intel"), ("kvm_amd", "amd"), ("kvm_pvm", "pvm")):
+        if (modules / name).exists():
+            return flavour
+    return "unknown"
+
+
+def pvm_reason(probe_reason: str) -> str:
+    """Why KVM fails on a PVM host, with what the probe saw."""
+    return ("KVM here is PVM (module kvm_pvm, no hardware virtualisation in this machine): it runs only guest "
+            "kernels built as PVM guests, and Ubuntu's kernel is not one; the probe saw: " + probe_reason)
 
 
 def kvm_device_ok(device: str = KVM_DEVICE) -> tuple[bool, str]:
@@ -99,6 +122,8 @@ def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cach
     if ok:
         progress("probing KVM with a bounded guest-kernel boot ...")
         ok, reason = kvm_boot_probe(kernel)
+        if not ok and kvm_flavour() == "pvm":
+            reason = pvm_reason(reason)
     if use_cache:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
