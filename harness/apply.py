@@ -19,6 +19,7 @@ from typing import Any
 from harness.model import Plan, Step, StepKind, Substitution
 from harness.results import Evidence, Finding, Severity
 from harness.targets.base import CommandResult, Target
+from harness.time_ledger import spend
 
 OPERATOR_USER = "ubuntu"
 STEP_TIMEOUT = 900.0
@@ -85,14 +86,16 @@ def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
         label = f"[{number}/{len(steps)}] {_section_name(step)} | {step.summary()}"
         progress(f"{label} ...")
         started = time.monotonic()
-        adapted = before_step(step, target) if before_step is not None else None
+        with spend("lab_setup"):
+            adapted = before_step(step, target) if before_step is not None else None
         record = _apply_step(step, target, result.records)
         if adapted:
             record.note = f"adaptation before this step: {adapted}" + (f"; {record.note}" if record.note else "")
         record.duration = time.monotonic() - started
         result.records.append(record)
         if after_step is not None:
-            after_step(step, target)
+            with spend("probes"):
+                after_step(step, target)
         progress(f"{label} ... {record.status} ({record.duration:.1f}s)")
         if record.status == "failed":
             result.stopped_at = step
@@ -111,6 +114,11 @@ def _section_name(step: Step) -> str:
 
 
 def _apply_step(step: Step, target: Target, earlier: list[StepRecord]) -> StepRecord:
+    with spend("runbook"):
+        return _run_step(step, target, earlier)
+
+
+def _run_step(step: Step, target: Target, earlier: list[StepRecord]) -> StepRecord:
     record = StepRecord(step, "ok")
     try:
         if step.kind is StepKind.SHELL:

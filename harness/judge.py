@@ -50,6 +50,7 @@ def load_report(report_dir: Path) -> RunReport:
             checks=[CheckResult.from_dict(c) for c in data.get("checks", [])],
             findings=[Finding.from_dict(f) for f in data.get("findings", [])],
             timings=data.get("timings") or {}, step_timings=data.get("step_timings") or [],
+            time_by_kind=data.get("time_by_kind") or {},
             adaptations=data.get("adaptations") or [], substitutions=data.get("substitutions") or [],
             environment=data.get("environment") or {}, apply=data.get("apply") or {},
             started=data.get("started", ""), finished=data.get("finished", ""),

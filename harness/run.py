@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import time_ledger
 from harness.apply import ApplyResult, apply_plan
 from harness.backends.base import Capability, HostAccess
 from harness.errors import EXIT_FAIL, EXIT_LAB, EXIT_PASS, VERDICT_EXIT, KitError, LabError
@@ -115,16 +116,20 @@ def _signals_deferred(progress: Progress) -> Iterator[list[int]]:
 
 
 class PhaseTimer:
+    """Wall time per phase, and (time_ledger) the same time split by kind."""
+
     def __init__(self, progress: Progress) -> None:
         self.timings: dict[str, float] = {}
         self.progress = progress
+        self.ledger = time_ledger.start()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.progress(f"== {name}")
         started = time.monotonic()
         try:
-            yield
+            with self.ledger.spend(time_ledger.phase_kind(name), phase=name):
+                yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - started
 
@@ -255,6 +260,7 @@ def run(options: RunOptions, progress: Progress) -> int:
             if late_signals:
                 report.interrupted = True
             report.timings = timer.timings
+            report.time_by_kind = timer.ledger.to_dict()
             report.finished = _now()
             paths = write_reports(report, options.report_dir)
             _copy_transcript(workdir, options.report_dir)

@@ -30,6 +30,7 @@ class RunReport:
     findings: list[Finding] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     step_timings: list[dict[str, Any]] = field(default_factory=list)
+    time_by_kind: dict[str, Any] = field(default_factory=dict)  # harness/time_ledger.py
     adaptations: list[dict[str, Any]] = field(default_factory=list)
     substitutions: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +80,7 @@ class RunReport:
             "findings": [f.to_dict() for f in self.findings],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "step_timings": self.step_timings,
+            "time_by_kind": self.time_by_kind,
             "adaptations": self.adaptations,
             "substitutions": self.substitutions,
             "environment": self.environment,

@@ -153,7 +153,9 @@ def render_html(report: dict[str, Any]) -> str:
     body = (f'{head}<div class="grid">{finding_table}{matrix}</div>'
             f'<section><h2>Evidence for failed checks ({len(failed)})</h2></section>{evidence}'
             f'<section><h2>Adaptations made to run the runbook</h2><ul>{adaptations or "<li>None.</li>"}</ul>'
-            f'</section>{boots}<section><h2>Timings</h2>{_bars(report.get("timings", {}))}<table><tr><th>runbook step'
+            f'</section>{boots}<section><h2>Timings</h2>{_bars(report.get("timings", {}))}'
+            f'<h3>Where the time went</h3>{_bars((report.get("time_by_kind") or {}).get("by_kind") or {})}'
+            f'<table><tr><th>runbook step'
             f'</th><th>s</th><th>status</th></tr>{steps}</table></section>')
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>stdb-conformance: '
             f'{escape(verdict)}</title><style>{CSS}</style></head><body><main>{body}</main></body></html>\n')

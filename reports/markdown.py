@@ -133,6 +133,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"`{t['checksum_after'] or '-'}` | {t['identical']} |" for t in upgrade["tables"]]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()]
+    by_kind = (report.get("time_by_kind") or {}).get("by_kind") or {}
+    if by_kind:
+        share = report["time_by_kind"].get("share", {})
+        out += ["", "| where the time went | seconds | share |", "|---|---|---|"]
+        out += [f"| {k} | {v:.1f} | {share.get(k, 0):.0%} |" for k, v in by_kind.items()]
     slow = sorted(report.get("step_timings", []), key=lambda s: -s["duration"])[:10]
     if slow:
         out += ["", "| runbook step | seconds | status |", "|---|---|---|"]

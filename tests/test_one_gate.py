@@ -18,6 +18,9 @@ KNOWN = {
                                                     "writes only in its own scratch folder",
     ("harness/vantage.py", "SshVantage.close"): "closes the vantage's own master connection (ssh -O exit)",
     ("harness/vm/ssh.py", "SshEndpoint.argv"): "a vm the kit built itself (the vm lab), never an existing host",
+    ("harness/vm/ssh.py", "SshEndpoint.master_alive"): "asks the kit's own master connection to a lab vm (-O check)",
+    ("harness/vm/ssh.py", "SshEndpoint.start_master"): "connection set-up to a lab vm only (ssh -N: no command)",
+    ("harness/vm/ssh.py", "SshEndpoint.stop_master"): "closes the kit's own master connection (ssh -O exit)",
     ("harness/lab_hosts.py", "_give_access"): "reads the host key of a lab host the kit built (`lab up`)",
 }
 

@@ -589,3 +589,47 @@ def test_each_kind_of_change_is_named_by_the_digest(host: Host) -> None:
         assert not any(e["refused"] for e in backend.channel.entries())
     finally:
         backend.down()
+
+
+def _logins_accepted(host: Host) -> int:
+    """Connections the host's sshd accepted, counted from its own journal (the kit's client cannot lie)."""
+    out = host.exec("journalctl -q -o cat | grep -c 'Accepted publickey for ubuntu' || true").stdout.decode()
+    return int(out.strip() or "0")
+
+
+@pytest.mark.lab
+def test_the_vm_endpoint_carries_many_commands_over_one_master_and_survives_its_death(host: Host,
+                                                                                    tmp_path: Path) -> None:
+    """The vm backend's ssh plumbing (harness/vm/ssh.py) against a real sshd: one master connection for many
+    commands; commands still run when the master is gone (ended, or killed with a stale socket left)."""
+    from harness.vm.ssh import SshEndpoint, ssh_run
+
+    shutil.copy(host.key, tmp_path / "key")
+    (tmp_path / "key").chmod(0o600)
+    endpoint = SshEndpoint(host=host.ip, port=22, user="ubuntu", key=tmp_path / "key",
+                           control_path=tmp_path / "ssh.ctl")
+    before = _logins_accepted(host)
+    try:
+        assert endpoint.start_master() and endpoint.master_alive()
+        for i in range(8):
+            status, out, err, timed_out = ssh_run(endpoint, f"echo {i}; id -un", timeout=60)
+            assert (status, out.decode().split(), timed_out) == (0, [str(i), "ubuntu"], False), err
+        assert _logins_accepted(host) == before + 1  # the master, and nothing else
+        check = subprocess.run(["ssh", *endpoint.mux_options("no"), "-O", "check", "ubuntu@" + host.ip],
+                               capture_output=True, text=True, timeout=10)
+        master_pid = int(check.stderr.split("pid=")[1].split(")")[0])
+        os.kill(master_pid, 9)  # the master dies as with its guest: the socket file stays behind
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{master_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "ssh.ctl").exists() and not endpoint.master_alive()
+        status, out, err, _ = ssh_run(endpoint, "id -un", timeout=60)
+        assert status == 0 and out.decode().strip() == "ubuntu", err
+        assert _logins_accepted(host) == before + 2  # that one connected by itself
+        assert endpoint.start_master()  # the stale socket is replaced
+        endpoint.stop_master()
+        assert not endpoint.master_alive() and not (tmp_path / "ssh.ctl").exists()
+        status, out, err, _ = ssh_run(endpoint, "id -un", timeout=60)
+        assert status == 0 and out.decode().strip() == "ubuntu", err
+    finally:
+        endpoint.stop_master()

@@ -164,6 +164,7 @@ class VmBackend(TargetBackend):
         if not hard:
             vm.shutdown()
             return
+        vm.endpoint.stop_master()  # its connection dies with qemu; commands must not queue on it
         # the kit's own qemu process, by its pid
         if vm.proc is not None and vm.proc.poll() is None:
             vm.proc.kill()

@@ -28,6 +28,7 @@ from harness.errors import LabError
 from harness.run_state import RunState
 from harness.scenarios import DATA_DEVICE_SH, observe
 from harness.targets.base import Target
+from harness.time_ledger import spend
 
 if TYPE_CHECKING:
     from harness.testbed import Testbed
@@ -91,7 +92,8 @@ def _scenario(lab: Testbed, state: RunState, history: dict[str, Any], progress: 
     history["writes"] = _write_markers(target, state, history["token"], before)
     progress("reboot scenario: guest reboot ...")
     started = time.monotonic()
-    backend.reboot(timeout=600)
+    with spend("boots"):
+        backend.reboot(timeout=600)
     rebooted = _event(history, "rebooted", target, seconds=round(time.monotonic() - started, 1),
                       remote=_remote_view(lab, state), database=_read_marker_row(target, history["writes"]))
     progress(f"reboot scenario: back in {rebooted['seconds']:.0f}s (boot id {rebooted['boot_id'][:8]})")
@@ -103,22 +105,27 @@ def _scenario(lab: Testbed, state: RunState, history: dict[str, Any], progress: 
         history["detached_skipped"] = "the target has no data disk attached (no volume steps in this plan)"
         return
     progress("reboot scenario: poweroff, detach the data volume, cold boot ...")
-    backend.power_off()
+    with spend("boots"):
+        backend.power_off()
     started = time.monotonic()
     try:
-        backend.boot(with_volume=False, timeout=DETACHED_BOOT_TIMEOUT)
+        with spend("boots"):
+            backend.boot(with_volume=False, timeout=DETACHED_BOOT_TIMEOUT)
         _event(history, "detached", target, seconds=round(time.monotonic() - started, 1), reached_ssh=True)
     except LabError as exc:
         history["events"].append({"name": "detached", "at": time.time(), "reached_ssh": False,
                                   "seconds": round(time.monotonic() - started, 1), "error": exc.one_line(),
                                   "serial_tail": backend.serial_tail(25), "probes": {}, "boot_id": ""})
         progress(f"reboot scenario: no ssh {DETACHED_BOOT_TIMEOUT:.0f}s into the boot without the volume")
-        backend.power_off(hard=True)
+        with spend("boots"):
+            backend.power_off(hard=True)
     progress("reboot scenario: poweroff, attach the volume again, cold boot ...")
-    if backend.running():
-        backend.power_off()
+    with spend("boots"):
+        if backend.running():
+            backend.power_off()
     started = time.monotonic()
-    backend.boot(with_volume=True)
+    with spend("boots"):
+        backend.boot(with_volume=True)
     _event(history, "reattached", target, seconds=round(time.monotonic() - started, 1))
 
 

@@ -42,6 +42,7 @@ from harness.errors import LabError
 from harness.run_state import RunState, plan_of_run
 from harness.scenarios import data_device
 from harness.targets.base import Target
+from harness.time_ledger import spend
 
 if TYPE_CHECKING:
     from harness.testbed import Testbed
@@ -330,7 +331,8 @@ class _Drill:
                            f"{(res.stderr or res.stdout).strip()[-200:]}")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(parse_ack_log(self.ack_log()).acked) < MIN_ACKED_BEFORE_SNAPSHOT:
-            time.sleep(1)
+            with spend("idle"):
+                time.sleep(1)
         copies = []
         for number in range(1, LIVE_COPIES + 1):
             path = f"/var/tmp/stdbc-livecopy-{number}"
@@ -339,7 +341,8 @@ class _Drill:
             fields = (res.stdout.split() + ["0", "0", "1"])[:3]
             copies.append({"path": path, "copy_started_at": float(fields[0]), "copy_finished_at": float(fields[1]),
                            "cp_status": int(fields[2]) if fields[2].lstrip("-").isdigit() else None})
-            time.sleep(1)
+            with spend("idle"):
+                time.sleep(1)
         self.h["live_copies"] = copies
 
         # 3. snapshot
@@ -392,7 +395,7 @@ class _Drill:
         for a few seconds more (during the copy where the backend allows it). Returns (image, source, seconds
         of the copy itself)."""
         snapshot = self.work / "snapshot.vol"
-        info = self.lab.backend.snapshot_volume(snapshot, during=lambda: time.sleep(WRITE_AFTER_SNAPSHOT_SECONDS))
+        info = self.lab.backend.snapshot_volume(snapshot, during=_idle(WRITE_AFTER_SNAPSHOT_SECONDS))
         self.h["snapshot_method"] = info.to_dict()
         self.h["consistency"] = info.consistency
         self.h["crash_consistent"] = bool(info.extra.get("crash_consistent_claim_proven"))
@@ -446,7 +449,8 @@ class _Drill:
         self.progress(f"restore drill: recovery host: a fresh {self.lab.backend.scheme} host prepared by the "
                       f"runbook ...")
         started = time.monotonic()
-        recovery = self.new_recovery_host()
+        with spend("lab_setup"):
+            recovery = self.new_recovery_host()
         self.recovery = recovery
         host = recovery.target
         boot_seconds = recovery.boot_seconds()
@@ -592,3 +596,11 @@ class _Drill:
                 self.recovery.release()
         except Exception as exc:  # noqa: BLE001 - the run's teardown releases it again
             self.h["cleanup_error"] = str(exc)
+
+
+def _idle(seconds: float) -> Callable[[], None]:
+    """A pause of `seconds`, counted as idle time (time_ledger)."""
+    def pause() -> None:
+        with spend("idle"):
+            time.sleep(seconds)
+    return pause

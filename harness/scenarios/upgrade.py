@@ -34,6 +34,7 @@ from harness.model import Plan, Step, StepKind
 from harness.run_state import RunState, plan_of_run
 from harness.systemd_unit import parse_show
 from harness.targets.base import CommandResult, Target
+from harness.time_ledger import spend
 
 if TYPE_CHECKING:
     from harness.testbed import Testbed
@@ -298,7 +299,8 @@ class _Rehearsal:
         started = time.monotonic()
         done = []
         for step, command in steps:
-            res = self.target.run(command, user=OPERATOR_USER, timeout=STEP_TIMEOUT)
+            with spend("runbook"):
+                res = self.target.run(command, user=OPERATOR_USER, timeout=STEP_TIMEOUT)
             done.append({"step": step.index, "command": command, "as_written": command == step.command,
                          **res.to_dict()})
         # the service gets a bounded moment to answer after the last step (as an operator would wait), when it
@@ -306,7 +308,8 @@ class _Rehearsal:
         for _ in range(40 if self.was_up() else 0):
             if self.target.run("curl -sf --max-time 2 http://127.0.0.1:3000/v1/ping", timeout=10).ok:
                 break
-            time.sleep(0.5)
+            with spend("idle"):
+                time.sleep(0.5)
         samples = prober.stop()
         self.stage(name, seconds=round(time.monotonic() - started, 2), steps=done, probe=samples,
                    probe_path=prober.path)

@@ -69,6 +69,8 @@ class AttachedVm(VirtualMachine):
     def down(self) -> None:
         """Release every resource the marker lists (used by the owning run's teardown and by `clean`)."""
         record = VmRecord.load(self.workdir) if self.workdir else None
+        if self.workdir is not None and self.ssh_port:
+            self.endpoint.stop_master()
         if record is not None:
             release(record)
 

@@ -148,6 +148,8 @@ class VirtualMachine:
         if self._down:
             return
         self._down = True
+        if self.workdir is not None:
+            self.endpoint.stop_master()
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
@@ -177,6 +179,7 @@ class VirtualMachine:
             return self._boot_once(timeout)
 
     def _stop_qemu(self) -> None:
+        self.endpoint.stop_master()
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
@@ -221,6 +224,7 @@ class VirtualMachine:
             raise
         self.last_boot_seconds = watch.seconds
         self.progress(f"VM {self.label}: ssh up {watch.seconds:.0f}s after qemu start ({self.accel})")
+        self.endpoint.start_master()
         self.verify_disk_layout()
         return boot_id
 
@@ -229,6 +233,7 @@ class VirtualMachine:
         if not self.running:
             return
         ssh_run(self.endpoint, "sudo systemctl poweroff", timeout=30)
+        self.endpoint.stop_master()
         assert self.proc is not None
         try:
             self.proc.wait(timeout=timeout)
@@ -245,12 +250,14 @@ class VirtualMachine:
         before = self.boot_id()
         watch = Stopwatch()
         ssh_run(self.endpoint, "sudo systemctl reboot", timeout=30)
+        self.endpoint.stop_master()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             boot_id = self._wait_ssh(max(1.0, deadline - time.monotonic()), "reboot")
             if boot_id != before:
                 self.last_boot_seconds = watch.seconds
                 self.progress(f"VM {self.label}: rebooted in {watch.seconds:.0f}s")
+                self.endpoint.start_master()
                 self.verify_disk_layout()
                 return boot_id
             time.sleep(2)
@@ -331,7 +338,8 @@ class VirtualMachine:
     # ---- guest access ----------------------------------------------------------------------------
     @property
     def endpoint(self) -> SshEndpoint:
-        return SshEndpoint(host="127.0.0.1", port=self.ssh_port, user=GUEST_USER, key=self.key_path)
+        return SshEndpoint(host="127.0.0.1", port=self.ssh_port, user=GUEST_USER, key=self.key_path,
+                           control_path=self.workdir_path / "ssh.ctl")
 
     def ssh(self, command: str, *, timeout: float = 120.0, stdin: bytes | None = None) -> tuple[int, str, str]:
         status, out, err, timed_out = ssh_run(self.endpoint, command, timeout=timeout, stdin=stdin)

@@ -1,7 +1,17 @@
-"""OpenSSH client plumbing shared by the VM and VmTarget: per-run key, argv, bounded remote commands."""
+"""OpenSSH client plumbing shared by the VM and VmTarget: per-run key, argv, bounded remote commands.
+
+One connection, many queries: while a VM runs, one OpenSSH master connection (ControlMaster, its socket in
+the VM's own folder, so named after the run) carries every command as a new session over it. Under TCG a
+new connection costs the guest ~1.2 s of key exchange and sshd start; a session over the master ~0.1 s.
+Commands never start a master themselves (`ControlMaster=no`): without a live master ssh connects directly,
+so a master that died with a reboot costs speed, never a command. The VM starts the master after every
+boot and ends it before every reboot, power-off and teardown; it also ends by itself within ~15 s of the
+guest going away (ServerAlive).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,17 +32,62 @@ class SshEndpoint:
     port: int
     user: str
     key: Path
+    control_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"ssh://{self.user}@{self.host}:{self.port}"
 
     def argv(self, remote_command: str | None = None, *, connect_timeout: float = 10.0) -> list[str]:
-        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), *SSH_OPTIONS,
+        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), *SSH_OPTIONS, *self.mux_options("no"),
                 "-o", f"ConnectTimeout={max(1, int(connect_timeout))}", f"{self.user}@{self.host}"]
         if remote_command is not None:
             argv += ["--", remote_command]
         return argv
+
+
+    def mux_options(self, master: str) -> list[str]:
+        if self.control_path is None:
+            return []
+        return ["-o", f"ControlMaster={master}", "-o", f"ControlPath={self.control_path}"]
+
+    def master_alive(self) -> bool:
+        if self.control_path is None or not self.control_path.exists():
+            return False
+        try:
+            return subprocess.run(["ssh", *self.mux_options("no"), "-O", "check", f"{self.user}@{self.host}"],
+                                  capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def start_master(self, *, timeout: float = 30.0) -> bool:
+        """Open the master connection in the background (bounded); False when it could not (commands then
+        connect one by one, as before)."""
+        if self.control_path is None:
+            return False
+        if self.master_alive():
+            return True
+        self.control_path.unlink(missing_ok=True)  # a socket left by a master that died with the guest
+        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), *SSH_OPTIONS, *self.mux_options("yes"),
+                "-o", "ControlPersist=yes", "-o", "ConnectTimeout=10", "-f", "-N", f"{self.user}@{self.host}"]
+        try:
+            # the backgrounded master keeps no pipe of ours open: its stdio is /dev/null
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0 and self.master_alive()
+
+    def stop_master(self) -> None:
+        """End the master connection (bounded; nothing to do when there is none)."""
+        if self.control_path is None or not self.control_path.exists():
+            return
+        try:
+            subprocess.run(["ssh", *self.mux_options("no"), "-O", "exit", f"{self.user}@{self.host}"],
+                           capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.control_path.unlink(missing_ok=True)
 
 
 def generate_key(path: Path, comment: str) -> str:
@@ -44,7 +99,27 @@ def generate_key(path: Path, comment: str) -> str:
 
 def ssh_run(endpoint: SshEndpoint, remote_command: str, *, timeout: float, stdin: bytes | None = None,
             connect_timeout: float = 10.0) -> tuple[int, bytes, bytes, bool]:
-    """Run one remote command; returns (exit status, stdout, stderr, timed_out). Status 255 = ssh failure."""
+    """Run one remote command; returns (exit status, stdout, stderr, timed_out). Status 255 = ssh failure.
+    A session the master connection could not open (it was dying, or the guest's sshd refused one more
+    session) is sent again once on a connection of its own."""
+    result = _ssh_once(endpoint, remote_command, timeout=timeout, stdin=stdin, connect_timeout=connect_timeout)
+    if endpoint.control_path is not None and result[0] == 255 and not result[3] and _mux_failure(result[2]):
+        direct = dataclasses.replace(endpoint, control_path=None)
+        return _ssh_once(direct, remote_command, timeout=timeout, stdin=stdin, connect_timeout=connect_timeout)
+    return result
+
+
+# failures before the guest ran anything (a session that never opened); a session that broke later is not
+# sent again: the command may have run
+MUX_FAILURES = (b"Session open refused", b"session request failed", b"hello_exchange")
+
+
+def _mux_failure(stderr: bytes) -> bool:
+    return any(marker in stderr for marker in MUX_FAILURES)
+
+
+def _ssh_once(endpoint: SshEndpoint, remote_command: str, *, timeout: float, stdin: bytes | None,
+              connect_timeout: float) -> tuple[int, bytes, bytes, bool]:
     try:
         proc = subprocess.run(endpoint.argv(remote_command, connect_timeout=connect_timeout), input=stdin or b"",
                               capture_output=True, timeout=timeout)
