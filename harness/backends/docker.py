@@ -24,7 +24,6 @@ from harness.lab.docker import docker
 from harness.lab.docker_target import DockerTarget
 from harness.lab.services import (
     DATA_DEVICE,
-    LAB_CA_ON_TARGET,
     RECOVERY_HOSTNAME,
     TARGET_HOSTNAME,
     Adaptation,
@@ -218,8 +217,7 @@ class DockerRecoveryHost(RecoveryHost):
                                                 progress)
         host = self.target
         host.wait_running(timeout=90)
-        host.write_file(LAB_CA_ON_TARGET, self.lab.ca_cert_path.read_bytes())
-        host.run("update-ca-certificates", timeout=60)
+        self.lab.install_lab_ca(host, "recovery host")
 
     @property
     def target(self) -> DockerTarget:

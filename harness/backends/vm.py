@@ -224,6 +224,8 @@ class VmBackend(TargetBackend):
             raise LabError("this lab already has a recovery VM")
         handle = _start_vm(self._lab, "recovery", RECOVERY_HOSTNAME, progress)
         self.recovery_state = handle.state()
+        # as the run's target: without it the runbook's certbot fails verifying the lab's ACME server
+        self._lab.install_lab_ca(handle.target, "recovery VM")
         return VmRecoveryHost(self, handle)
 
 

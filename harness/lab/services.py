@@ -459,14 +459,19 @@ class LabServices:
         return hosts
 
 
-    def prepare_target(self, target: Target, progress: Progress) -> None:
-        """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini."""
+    def install_lab_ca(self, target: Target, role: str = "target") -> None:
+        """`target` trusts the lab CA system-wide (the mirror's and Pebble's API certificates chain to it):
+        the run's target, and every recovery host the runbook prepares (certbot talks to Pebble over TLS)."""
         target.write_file(LAB_CA_ON_TARGET, self.ca_cert_path.read_bytes())
         res = target.run("update-ca-certificates", timeout=CA_TIMEOUT)
         if not res.ok:
             why = (f"timed out after {CA_TIMEOUT:.0f} s" if res.timed_out
                    else f"exit {res.exit_status}: {(res.stderr or res.stdout).strip()[-200:]}")
-            raise LabError(f"cannot install the lab CA on the target (update-ca-certificates {why})")
+            raise LabError(f"cannot install the lab CA on the {role} (update-ca-certificates {why})")
+
+    def prepare_target(self, target: Target, progress: Progress) -> None:
+        """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini."""
+        self.install_lab_ca(target)
         self.adaptations.append(Adaptation(
             "lab.trust-lab-ca", "the target trusts the lab CA system-wide",
             f"{LAB_CA_ON_TARGET} + update-ca-certificates (mirror and Pebble API certificates chain to it)"))
