@@ -661,11 +661,15 @@ def run_suite_process(suite: Path, state_path: Path, workdir: Path, *, tape: str
            "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
            "-p", "no:cacheprovider", "--rootdir", str(suite.parent), "-c", os.devnull, "-o", "addopts="]
     # the suites are found from the package and run from the run's own folder, never from the
-    # current directory (a conftest.py or pytest.ini there must not change what is judged)
+    # current directory (a conftest.py or pytest.ini there must not change what is judged); no plugin is
+    # loaded but the kit's own: whatever else is installed beside the kit (testinfra's, xdist's, anyio's,
+    # Hypothesis's) must not change what is judged either, and importing them cost each suite's process
+    # 2-3 s of a loaded 2-core machine (Hypothesis is used as a library, with no need of its plugin)
     pythonpath = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
     try:
         proc = _run_process_group(cmd, timeout=SUITE_TIMEOUT, cwd=workdir,
-                                  env={**os.environ, "PYTHONPATH": pythonpath, TAPE_ENV: tape})
+                                  env={**os.environ, "PYTHONPATH": pythonpath, TAPE_ENV: tape,
+                                       "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     except subprocess.TimeoutExpired as exc:
         partial = (_text(exc.stdout) + _text(exc.stderr)).strip()
         (workdir / f"pytest-{name}.log").write_text(partial)

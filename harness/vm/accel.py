@@ -113,7 +113,10 @@ def choose_accel(kernel: Path, *, progress: Progress = stderr_progress, use_cach
             known = json.loads(cache.read_text())
             if known.get("boot_id") == boot and known.get("kernel") == str(kernel):
                 if not known["kvm"] and not _WARNED:
-                    progress(TCG_WARNING.format(reason=known["reason"]))
+                    reason = known["reason"]
+                    if kvm_flavour() == "pvm" and "PVM" not in reason:  # a verdict cached before the flavour was named
+                        reason = pvm_reason(reason)
+                    progress(TCG_WARNING.format(reason=reason))
                     _WARNED.append(True)
                 return "kvm" if known["kvm"] else "tcg"
         except (OSError, ValueError, KeyError):
