@@ -4,8 +4,9 @@
     python scripts/benchmark.py --runs 2 [--cold] [-- extra args for `stdb-conformance run`]
 
 Each run writes its report into its own folder under --out; the table shows every phase's time per
-run and the median, the apply time of the runbook's own commands vs the kit's own time, and the
-slowest runbook steps. `--cold` removes the cached base image first (the first run then builds it).
+run and the median, the apply time of the runbook's own commands vs the kit's own time, the run's time
+by kind (runbook, boots, probes, lab setup, idle: the report's `time_by_kind`), and the slowest runbook
+steps. `--cold` removes the cached base image first (the first run then builds it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from harness.time_ledger import KINDS  # noqa: E402 - the checkout's own kit, whatever is installed
 
 
 def run_once(out: Path, extra: list[str]) -> tuple[dict, float, int]:
@@ -42,12 +45,15 @@ def render(results: list[tuple[dict, float, int]]) -> str:
                 phases.append(name)
     head = "| phase | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + " | median |"
     lines = [head, "|---" * (len(results) + 2) + "|"]
-    for name in phases + ["(whole run, wall)", "(runbook commands)", "(kit's own time)"]:
+    kinds = [f"(by kind: {k})" for k in KINDS]
+    for name in phases + ["(whole run, wall)", "(runbook commands)", "(kit's own time)"] + kinds:
         values = []
         for report, wall, _ in results:
             runbook, kit = kit_vs_runbook(report, wall)
+            by_kind = {f"(by kind: {k})": v for k, v in
+                       ((report.get("time_by_kind") or {}).get("by_kind") or {}).items()}
             values.append({"(whole run, wall)": wall, "(runbook commands)": runbook,
-                           "(kit's own time)": kit}.get(name, report["timings"].get(name, 0.0)))
+                           "(kit's own time)": kit, **by_kind}.get(name, report["timings"].get(name, 0.0)))
         cells = " | ".join(f"{v:.1f}" for v in values)
         lines.append(f"| {name} | {cells} | {statistics.median(values):.1f} |")
     last = results[-1][0]
