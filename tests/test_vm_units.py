@@ -222,6 +222,21 @@ def test_vm_target_identity(tmp_path):
     assert (target.backend, target.name, target.hostname) == ("vm", "stdbc-deadbeef-target", "stdb-target")
 
 
+def test_vm_commands_and_the_trace_shell_go_over_the_vms_master_connection(tmp_path):
+    """Every command argv names the VM's own control socket without starting a master itself (ControlMaster=no:
+    with no live master ssh connects directly); the long-lived shell of the state trace is root's bash."""
+    machine = VirtualMachine("deadbeef", _image(tmp_path), hostname="stdb-target")
+    machine.workdir = tmp_path / "vm"
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        machine.ssh_port = probe.getsockname()[1]
+    argv = VmTarget(machine).popen_argv(["bash"], user="root")
+    assert argv[0] == "ssh" and "ControlMaster=no" in argv and f"ControlPath={tmp_path / 'vm' / 'ssh.ctl'}" in argv
+    assert argv[-1].startswith("sudo -H bash -c ") and argv[-1].endswith(" bash")
+    assert "ControlMaster=no" in machine.endpoint.argv("true")
+    assert not machine.endpoint.master_alive() and not machine.endpoint.start_master(timeout=5)  # nothing listens
+
+
 # ---- QMP ----------------------------------------------------------------------------------------------
 def test_qmp_commands_errors_and_events(tmp_path):
     path = tmp_path / "qmp.sock"

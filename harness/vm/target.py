@@ -49,6 +49,11 @@ class VmTarget:
                              stderr=err.decode(errors="replace"), duration=time.monotonic() - started,
                              user=user, host=self.hostname, timed_out=timed_out)
 
+    def popen_argv(self, argv: list[str], *, user: str = "root") -> list[str]:
+        """The argv that starts `argv` on the VM as `user`, for a long-lived process the caller reads and writes
+        (the state trace's shell): one ssh session over the VM's master connection."""
+        return self.vm.endpoint.argv(remote_command(shlex.join(argv), user=user))
+
     def read_file(self, path: str) -> bytes:
         status, out, err, timed_out = ssh_run(self.vm.endpoint, f"sudo cat -- {shlex.quote(path)}", timeout=120)
         if status != 0 or timed_out:
