@@ -602,6 +602,7 @@ def test_the_vm_endpoint_carries_many_commands_over_one_master_and_survives_its_
                                                                                     tmp_path: Path) -> None:
     """The vm backend's ssh plumbing (harness/vm/ssh.py) against a real sshd: one master connection for many
     commands; commands still run when the master is gone (ended, or killed with a stale socket left)."""
+    from harness.vm.resources import VmRecord, release
     from harness.vm.ssh import SshEndpoint, ssh_run
 
     shutil.copy(host.key, tmp_path / "key")
@@ -631,5 +632,9 @@ def test_the_vm_endpoint_carries_many_commands_over_one_master_and_survives_its_
         assert not endpoint.master_alive() and not (tmp_path / "ssh.ctl").exists()
         status, out, err, _ = ssh_run(endpoint, "id -un", timeout=60)
         assert status == 0 and out.decode().strip() == "ubuntu", err
+        # releasing the VM's resources (teardown, `clean` of a dead run) ends its master too
+        assert endpoint.start_master()
+        removed = release(VmRecord(run_id="sshtest", name="target", workdir=str(tmp_path)))
+        assert f"ssh master {tmp_path / 'ssh.ctl'}" in removed and not endpoint.master_alive()
     finally:
         endpoint.stop_master()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.vm.net import delete_link
+from harness.vm.ssh import SshEndpoint
 from harness.vm.util import host_boot_id
 
 MARKER = "stdbc-vm.json"
@@ -99,6 +100,11 @@ def _zombie(pid: int) -> bool:
 def release(record: VmRecord) -> list[str]:
     """Remove everything `record` lists (qemu processes, taps, then the work dir). Idempotent."""
     removed: list[str] = []
+    control = Path(record.workdir) / "ssh.ctl"
+    if control.exists():  # the kit's ssh master connection to this VM (harness/vm/ssh.py)
+        SshEndpoint(host="127.0.0.1", port=0, user="ubuntu", key=Path(record.workdir) / "id_ed25519",
+                    control_path=control).stop_master()
+        removed.append(f"ssh master {control}")
     for pid in record.qemu_pids:
         if kill_qemu(pid, record.workdir):
             removed.append(f"qemu pid {pid}")
