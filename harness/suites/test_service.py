@@ -271,5 +271,8 @@ def test_restart_always(target, plan: Plan, check: CheckRecorder) -> None:
         raise AssertionError(f"systemd restarted the service ({seen['restarts']} restart(s)), but every new process "
                              f"ended and systemd gave up (unit failed; main pid before {before}, now {after}): the "
                              f"journal says why")
-    assert seen["up"], (f"systemd did not bring the service back within 45 s (unit {seen['state'] or 'unknown'}; "
+    restarted = seen["state"] == "active" and seen["pid"] not in ("", "0", str(before))
+    assert seen["up"], (f"systemd restarted the service (main pid {before} -> {seen['pid']}), but it did not answer "
+                        f"/v1/ping within 45 s" if restarted else
+                        f"systemd did not bring the service back within 45 s (unit {seen['state'] or 'unknown'}; "
                         f"main pid before {before}, now {after})")
