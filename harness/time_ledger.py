@@ -20,8 +20,8 @@ from typing import Any
 
 KINDS: dict[str, str] = {
     "runbook": "the runbook's own commands (every applied step, on the target and on a recovery host)",
-    "boots": "boots, reboots and power-offs the scenarios perform (and the device timeouts the runbook's "
-             "fstab causes in them)",
+    "boots": "boots, reboots and power-offs the scenarios perform, until the guest says its boot finished "
+             "(`systemctl is-system-running --wait`; device timeouts the runbook's fstab causes included)",
     "probes": "the kit's own queries: suites, facts, state trace, digests, scenario checks",
     "lab_setup": "images, the lab's helpers, hosts brought up and torn down, adaptations before steps",
     "idle": "waits on the clock (a durability window, a pause the scenario needs)",

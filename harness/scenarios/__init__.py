@@ -113,9 +113,11 @@ def summarize(suite: str, history: dict[str, Any], base: Path) -> dict[str, Any]
 
 
 def observe(target: Target, probes: dict[str, str], *, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
-    """Run every probe in one round trip; {name: {"command", "status", "output"}} (output = stdout+stderr)."""
+    """Run every probe in one round trip; {name: {"command", "status", "output"}} (output = stdout+stderr,
+    stripped). A probe's output need not end with a newline (`curl -w '%{http_code}'`): one is added before the
+    exit line."""
     marker = "--stdbc-probe--"
-    script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; echo \"{marker}exit=$?\""
+    script = "; ".join(f"echo {marker}{name}; ({command}) 2>&1; s=$?; echo; echo \"{marker}exit=$s\""
                        for name, command in probes.items())
     res = target.run(script, timeout=timeout)
     found: dict[str, dict[str, Any]] = {name: {"command": command, "status": None, "output": ""}

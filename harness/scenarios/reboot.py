@@ -79,7 +79,13 @@ def generate(lab: Testbed, state: RunState, progress: Progress) -> dict[str, Any
     return history
 
 
-def _event(history: dict[str, Any], name: str, target: Target, **extra: Any) -> dict[str, Any]:
+def _event(history: dict[str, Any], name: str, target: Target, *, booted: bool = True, **extra: Any
+           ) -> dict[str, Any]:
+    if booted:
+        # the guest finishing its boot (jobs such as a device the fstab waits for) is boot time, not the kit's
+        # probing: wait for it first, then probe (the probe `system_state` then answers at once)
+        with spend("boots"):
+            target.run(PROBES["system_state"], timeout=180)
     event = {"name": name, "at": time.time(), "probes": observe(target, PROBES, timeout=240), **extra}
     event["boot_id"] = event["probes"]["boot_id"]["output"].strip()
     history["events"].append(event)
@@ -88,7 +94,7 @@ def _event(history: dict[str, Any], name: str, target: Target, **extra: Any) -> 
 
 def _scenario(lab: Testbed, state: RunState, history: dict[str, Any], progress: Progress) -> None:
     backend, target = lab.backend, lab.target
-    before = _event(history, "before", target)
+    before = _event(history, "before", target, booted=False)
     history["writes"] = _write_markers(target, state, history["token"], before)
     progress("reboot scenario: guest reboot ...")
     started = time.monotonic()

@@ -32,6 +32,7 @@ from harness.apply import OPERATOR_USER
 from harness.backends.base import Capability
 from harness.model import Plan, Step, StepKind
 from harness.run_state import RunState, plan_of_run
+from harness.scenarios import observe
 from harness.systemd_unit import parse_show
 from harness.targets.base import CommandResult, Target
 from harness.time_ledger import spend
@@ -130,25 +131,35 @@ class _Rehearsal:
         return run_agent(self.target, WORK_DIR, *args, timeout=timeout)
 
     def observe(self, name: str) -> dict[str, Any]:
-        t = self.target
+        """What the service, its files and its answers are at this stage: one round trip to the target."""
         started = time.monotonic()
-        show = t.run(f"systemctl show {SERVICE} -p ActiveState -p SubState -p MainPID -p User "
-                     "-p ExecMainStartTimestampMonotonic -p NRestarts", timeout=30)
-        props = parse_show(show.stdout)
-        pid = props.get("MainPID", "0")
-        user = t.run(f"ps -o user= -p {pid}", timeout=30).stdout.strip() if pid.isdigit() and pid != "0" else ""
-        current = t.run(f"readlink {self.root}/bin/current", timeout=30).stdout.strip() if self.root else ""
-        health = t.run("curl -s --max-time 5 http://127.0.0.1:3000/v1/health", timeout=30)
+        probes = {
+            "show": f"systemctl show {SERVICE} -p ActiveState -p SubState -p MainPID -p User "
+                    "-p ExecMainStartTimestampMonotonic -p NRestarts",
+            "main_user": f"pid=$(systemctl show -p MainPID --value {SERVICE}); "
+                         "case $pid in ''|0) ;; *) ps -o user= -p $pid;; esac",
+            "health": "curl -s --max-time 5 http://127.0.0.1:3000/v1/health",
+            "ping": "curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:3000/v1/ping",
+            "journal": f"journalctl -u {SERVICE} --no-pager -n 15 -o cat",
+        }
+        if self.root:
+            probes["bin_current"] = f"readlink {self.root}/bin/current"
+            probes["metadata"] = f"cat {self.root}/data/metadata.toml 2>/dev/null"
+        got = observe(self.target, probes, timeout=60)
+        out = {key: got[key]["output"] for key in got}
+        props = parse_show(out["show"])
+        user = out["main_user"]
+        current = out.get("bin_current", "")
+        health_text = out["health"]
         try:
-            health_version = str(json.loads(health.stdout).get("version", ""))
+            health_version = str(json.loads(health_text).get("version", ""))
         except (ValueError, AttributeError):
             health_version = ""
-        meta = t.run(f"cat {self.root}/data/metadata.toml", timeout=30).stdout if self.root else ""
+        meta = out.get("metadata", "")
         meta_version = next(iter(re.findall(r'^version\s*=\s*"([^"]+)"', meta, re.MULTILINE)), "")
-        ping = t.run("curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:3000/v1/ping",
-                     timeout=30).stdout.strip()
-        journal = t.run(f"journalctl -u {SERVICE} --no-pager -n 15 -o cat", timeout=30).stdout.strip()[-2000:]
-        seen = {"properties": props, "main_user": user, "bin_current": current, "health": health.stdout[:300],
+        ping = out["ping"]
+        journal = out["journal"][-2000:]
+        seen = {"properties": props, "main_user": user, "bin_current": current, "health": health_text[:300],
                 "health_version": health_version, "metadata_version": meta_version, "ping": ping,
                 "journal_tail": journal}
         fingerprint = self.fingerprint(name) if self.h.get("database") else None

@@ -79,7 +79,11 @@ class SshEndpoint:
         return done.returncode == 0 and self.master_alive()
 
     def stop_master(self) -> None:
-        """End the master connection (bounded; nothing to do when there is none)."""
+        """End the master connection (bounded; nothing to do when there is none), and this process's command
+        session over it first."""
+        from harness.vm.command_server import close_for  # the command session module builds on this one
+
+        close_for(self.control_path)
         if self.control_path is None or not self.control_path.exists():
             return
         try:
