@@ -12,6 +12,7 @@ comes from harness.vantage, and each check records which vantage it observed fro
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -42,6 +43,7 @@ from harness.run_state import RunState
 from harness.sdk_checks import SdkUnavailable, bindings_for, sdk_command, sdk_events
 from harness.sdk_checks import failure as sdk_failure
 from harness.tape import current
+from harness.targets.base import Target
 from harness.vantage import Site, Vantage, agent_command, agent_flags, fallback_trust
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("STDB_ROUTES_EXAMPLES", "150"))
@@ -327,6 +329,22 @@ def test_closed_families(site, remote, probe, plan: Plan, check: CheckRecorder) 
     assert not leaks, "reachable or not denied from remote: " + "; ".join(leaks)
 
 
+def _data(family: Family) -> str:
+    return "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
+
+
+def _curl_each(target: Target, commands: list[str], seconds_each: float = 5.0) -> list[str]:
+    """Each command's output (bytes kept: curl's CRLFs), all sent to the target in one round trip."""
+    script = "; ".join(f"printf '{i} '; ({command}) | base64 -w0; echo" for i, command in enumerate(commands))
+    res = target.run(script, timeout=20 + len(commands) * (seconds_each + 1))
+    found: dict[int, str] = {}
+    for line in res.stdout.splitlines():
+        index, _, encoded = line.partition(" ")
+        if index.isdigit():
+            found[int(index)] = base64.b64decode(encoded).decode(errors="replace")
+    return [found.get(i, "") for i in range(len(commands))]
+
+
 def _curl_result(output: str) -> dict:
     """`curl -s -i` output as the probe agent's result shape (status, lowercased headers, body)."""
     head = output.split("\r\n\r\n", 1)
@@ -343,14 +361,13 @@ def _curl_result(output: str) -> dict:
 def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
     lines, dead = [], []
-    for family in FAMILIES:
-        if family.name not in MUST_BE_CLOSED:
-            continue
-        data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
-        res = target.run(f"curl -s -i --max-time 5 -X {family.method} {data} "
-                         f"http://127.0.0.1:3000{shlex.quote(family.path())} | head -c 600", timeout=20)
-        reached = observed(_curl_result(res.stdout)) == "backend"
-        lines.append(f"{family.name:28} {res.stdout.splitlines()[0] if res.stdout else '(no answer)'}"
+    closed = [family for family in FAMILIES if family.name in MUST_BE_CLOSED]
+    answers = _curl_each(target, [f"curl -s -i --max-time 5 -X {family.method} {_data(family)} "
+                                  f"http://127.0.0.1:3000{shlex.quote(family.path())} | head -c 600"
+                                  for family in closed])
+    for family, answer in zip(closed, answers, strict=True):
+        reached = observed(_curl_result(answer)) == "backend"
+        lines.append(f"{family.name:28} {answer.splitlines()[0] if answer else '(no answer)'}"
                      f" {'backend' if reached else '-'}")
         if not reached:
             dead.append(family.name)
@@ -364,14 +381,14 @@ def test_denials_from_proxy(target, plan: Plan, check: CheckRecorder) -> None:
 def test_loopback_through_proxy(site, target, locations, plan: Plan, check: CheckRecorder) -> None:
     check.ref(_site_step(plan))
     rows, failures = [], []
-    for family in FAMILIES:
-        if family.name not in MUST_BE_CLOSED:
-            continue
-        data = "-d 'SELECT 1'" if family.method in ("POST", "PUT") else ""
-        res = target.run(f"curl -s -i -k --max-time 5 --resolve {site.domain}:443:127.0.0.1 -X {family.method} "
-                         f"{data} https://{site.domain}{shlex.quote(family.path())} | head -c 800", timeout=20)
-        status_line = res.stdout.splitlines()[0] if res.stdout else "(no answer)"
-        result = _curl_result(res.stdout)
+    closed = [family for family in FAMILIES if family.name in MUST_BE_CLOSED]
+    answers = _curl_each(target, [f"curl -s -i -k --max-time 5 --resolve {site.domain}:443:127.0.0.1 "
+                                  f"-X {family.method} {_data(family)} "
+                                  f"https://{site.domain}{shlex.quote(family.path())} | head -c 800"
+                                  for family in closed])
+    for family, answer in zip(closed, answers, strict=True):
+        status_line = answer.splitlines()[0] if answer else "(no answer)"
+        result = _curl_result(answer)
         who = observed(result)
         rows.append(f"{family.name:28} {status_line:30} answered by {who}; "
                     f"model: {predict(locations, family.path(), remote=False)}")

@@ -23,6 +23,7 @@ from harness.pytest_plugin import CheckRecorder
 from harness.run_state import RunState
 from harness.tape import current
 from harness.targets.base import Target
+from harness.terminal import in_terminal
 from harness.vantage import Site, Vantage, agent_command, agent_flags, curl_args, fallback_trust, openssl_connect_args
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
@@ -209,8 +210,8 @@ def test_renew(target, plan: Plan, check: CheckRecorder) -> None:
                      label="a timer-started certbot run holding the lock?")
     if busy.stdout.split()[:1] in (["active"], ["activating"]):
         check.run(target, "systemctl stop certbot.service", label="stop the timer's pending run (kit action)")
-    # in a terminal (`script`), as an operator runs it: without a tty certbot first sleeps at random (minutes)
-    res = check.run(target, "script -qec 'certbot renew --dry-run' /dev/null 2>&1 | tail -15",
+    # in a terminal, as an operator runs it: without a tty certbot first sleeps at random (minutes)
+    res = check.run(target, f"{in_terminal('certbot renew --dry-run')} 2>&1 | tail -15",
                     label="certbot renew --dry-run", timeout=180)
     assert "Congratulations, all simulated renewals succeeded" in res.stdout or \
         "all simulated renewals succeeded" in res.stdout, "the dry-run renewal did not succeed"
