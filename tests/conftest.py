@@ -71,7 +71,7 @@ def docker_selftest(runbook_path: Path, tmp_path_factory: pytest.TempPathFactory
                 "stdout": "", "stderr": "", "dir": out, "data": json.loads((out / "selftest.json").read_text()),
                 "reused": True}
     out = tmp_path_factory.mktemp("selftest") / "selftest"
-    proc = subprocess.run([sys.executable, "-m", "harness", "selftest", "--backend", "docker", "--jobs", "2",
+    proc = subprocess.run([sys.executable, "-m", "harness", "selftest", "--backend", "docker", "--jobs", "3",
                            "--runbook", str(runbook_path), "--report-dir", str(out)],
                           cwd=out.parent, capture_output=True, text=True, timeout=3 * 3600)
     (out.parent / "selftest.log").write_text(proc.stdout + proc.stderr)

@@ -2,7 +2,7 @@
 named checks red, every baseline is clean and no run shows a red check no mutant explains: detection score
 100%, exit 0. This replaces the per-mutant lab tests that once lived in test_lab_service.py and
 test_lab_routes_tls.py (the catalogue is where mutants are added now). No run may leave a lab resource. The run
-is the session's one docker selftest (tests/conftest.py `docker_selftest`, two lab runs at a time), whose
+is the session's one docker selftest (tests/conftest.py `docker_selftest`, three lab runs at a time), whose
 baseline and mutant reports the single-promise lab tests judge too."""
 
 from __future__ import annotations

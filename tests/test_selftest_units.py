@@ -776,3 +776,21 @@ def test_unit_json_records_the_runbook_sha(fake: Path, tmp_path: Path) -> None:
     assert _selftest(fake, tmp_path / "o", "--only", "c1", "--dry-run") == 0
     meta = json.loads((tmp_path / "o" / "units" / "c1.baseline" / "unit.json").read_text())
     assert meta["runbook_sha256"] == hashlib.sha256((fake / "rb.md").read_bytes()).hexdigest()
+
+
+def test_with_several_jobs_the_longest_runs_start_first() -> None:
+    from types import SimpleNamespace
+
+    from harness.selftest.groups import Unit
+    from harness.selftest.runner import expected_seconds, longest_first
+
+    def unit(uid: str, suites: list[str]) -> tuple[Unit, Path, dict]:
+        return Unit(id=uid, config=SimpleNamespace(suites=suites)), Path(uid), {}  # type: ignore[arg-type]
+
+    items = [unit("service.g01", ["service"]), unit("volume.g01", ["mounts"]),
+             unit("drill.g01", ["backup_restore"]), unit("hosting.g01", ["routes", "tls", "firewall", "operator",
+                                                                           "service", "upgrade"]),
+             unit("service.g02", ["service"])]
+    order = [u.id for u, _, _ in longest_first(items)]
+    assert order == ["hosting.g01", "drill.g01", "service.g01", "service.g02", "volume.g01"]
+    assert expected_seconds(items[3][0]) > expected_seconds(items[2][0]) > expected_seconds(items[0][0])

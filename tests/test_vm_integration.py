@@ -111,6 +111,27 @@ def test_boots_with_nvme_root_and_data_disk(target):
     assert target.run("findmnt -no SOURCE /").stdout.strip() == "/dev/nvme0n1"
 
 
+def test_root_commands_answer_the_same_through_the_command_session(target, monkeypatch):
+    """harness/vm/command_server.py: a root command through the long-lived session sees what it saw through
+    ssh + sudo (user, home, working directory, PATH, umask, no terminal, exit status, bytes)."""
+    from harness.vm.command_server import server_for
+
+    probe = ("id -un; pwd; echo $HOME; echo $PATH; umask; test -t 0 && echo tty || echo no-tty; "
+             "printf 'a\\0b'; exit 7")
+    server = server_for(target.vm.endpoint)
+    assert server is not None, "no command session on the VM"
+    before = server.commands
+    via_session = target.run(probe, timeout=60)
+    assert server.commands == before + 1, "the command did not go through the session"
+    slow = target.run("sleep 30", timeout=2)
+    assert slow.timed_out and slow.exit_status == 124 and server.commands == before + 2
+    monkeypatch.setenv("STDBC_VM_COMMAND_SERVER", "0")
+    via_ssh = target.run(probe, timeout=60)
+    assert (via_session.exit_status, via_session.stdout) == (via_ssh.exit_status, via_ssh.stdout)
+    assert via_session.exit_status == 7
+    assert via_session.stdout.startswith("root\n/root\n/root\n") and "a\x00b" in via_session.stdout
+
+
 def test_looks_like_a_fresh_cloud_server(target):
     facts = target.run(". /etc/os-release; echo $VERSION_ID; "
                        "systemctl is-system-running --wait; hostname; id -un; sudo -n true && echo sudo-ok; "

@@ -181,10 +181,27 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **extra, "PYTHONPATH": pythonpath}
 
 
+# Typical seconds of a suite (with its scenario) in one docker lab run, from the selftest's own unit reports
+# (docs/benchmarks.md); only the order of the runs uses them, never a verdict.
+SUITE_SECONDS = {"backup_restore": 55.0, "upgrade": 18.0, "service": 13.0, "routes": 10.0, "tls": 9.0,
+                 "firewall": 6.0, "operator": 4.0, "mounts": 2.0}
+APPLY_SECONDS = 35.0  # lab up, the runbook's apply phase, facts, teardown
+
+
+def expected_seconds(unit: Unit) -> float:
+    return APPLY_SECONDS + sum(SUITE_SECONDS.get(suite, 10.0) for suite in unit.config.suites)
+
+
+def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> list[tuple[Unit, Path, dict[str, Any]]]:
+    """The runs in the order that ends soonest with several at a time: longest expected first (stable)."""
+    return sorted(prepared, key=lambda item: -expected_seconds(item[0]))
+
+
 def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress) -> None:
-    """Run the units, at most `jobs` at a time. On an interrupt every running child gets one SIGINT (its own
-    run writes its report and removes its lab), is waited for, and the interrupt is raised again."""
-    pending = list(prepared)
+    """Run the units, at most `jobs` at a time, longest expected first. On an interrupt every running child gets
+    one SIGINT (its own run writes its report and removes its lab), is waited for, and the interrupt is raised
+    again."""
+    pending = longest_first(prepared) if jobs > 1 else list(prepared)
     running: list[tuple[Unit, Path, subprocess.Popen[bytes], float, Any]] = []
     total, done = len(prepared), 0
     try:
