@@ -69,20 +69,35 @@ class ApplyResult:
 
 BeforeStep = Callable[[Step, Target], str | None]
 AfterStep = Callable[[Step, Target], None]
+# called while every step so far succeeded: before each step that runs (the number of steps done so far, their
+# records, the next step) and once after the last (None); a checkpoint may be taken there (harness.checkpoint)
+AtBoundary = Callable[[int, list["StepRecord"], Step | None], None]
 
 
 def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
                progress: Progress = lambda _msg: None, before_step: BeforeStep | None = None,
-               after_step: AfterStep | None = None) -> ApplyResult:
+               after_step: AfterStep | None = None, replayed: list[StepRecord] | None = None,
+               at_boundary: AtBoundary | None = None) -> ApplyResult:
     """Apply the plan's `phase` steps in order. `before_step` lets the lab make a declared adaptation
     just before a step (e.g. certbot's config file); what it did is noted in that step's record.
-    `after_step` observes the target after each step that ran (the state trace)."""
+    `after_step` observes the target after each step that ran (the state trace). `replayed`: the records of
+    the first steps, which a checkpoint the target started from already holds (not run again)."""
     steps = plan.runnable(phase)
     result = ApplyResult()
+    done = list(replayed or [])
     for number, step in enumerate(steps, start=1):
+        if done:
+            record = done.pop(0)
+            progress(f"[{number}/{len(steps)}] {_section_name(step)} | {step.summary()} ... replayed from the "
+                     f"checkpoint")
+            result.records.append(record)
+            continue
         if result.stopped_at is not None:
             result.records.append(StepRecord(step, "skipped", note="not run: an earlier step failed"))
             continue
+        if at_boundary is not None:
+            with spend("lab_setup"):
+                at_boundary(number - 1, result.records, step)
         label = f"[{number}/{len(steps)}] {_section_name(step)} | {step.summary()}"
         progress(f"{label} ...")
         started = time.monotonic()
@@ -100,6 +115,9 @@ def apply_plan(plan: Plan, target: Target, *, phase: str = "apply",
         if record.status == "failed":
             result.stopped_at = step
             result.findings.append(step_failed_finding(record))
+    if at_boundary is not None and result.stopped_at is None:
+        with spend("lab_setup"):
+            at_boundary(len(steps), result.records, None)
     return result
 
 

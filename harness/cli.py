@@ -147,7 +147,12 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         resolve=st.check_resolve_items(args.resolve or [], "--resolve"),
         ca_file=st.check_ca_file(ca_file, "--ca-file") if ca_file else None,
         aws_region=_aws_region(args), aws_profile=getattr(args, "aws_profile", None) or "",
+        from_checkpoint=bool(getattr(args, "from_checkpoint", False)),
+        save_checkpoint=_save_checkpoint(getattr(args, "save_checkpoint", None)),
     )
+    if (options.from_checkpoint or options.save_checkpoint is not None) and options.target.startswith("ssh"):
+        raise UsageError("--from-checkpoint/--save-checkpoint are for lab hosts the kit builds, not --target ssh://",
+                         hint="leave them out for an existing host")
     if (options.aws_region or options.aws_profile) and not options.target:
         raise UsageError("--aws-region/--aws-profile read a real account: only for a host the kit did not build "
                          "(--target ssh://...)", hint="a lab run's AWS account is simulated from the runbook")
@@ -254,6 +259,15 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_checkpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from harness.checkpoint_run import parse_save_at
+
+    parse_save_at(value)  # a bad value is one line before any lab work
+    return value
+
+
 def cmd_lab_list(args: argparse.Namespace) -> int:
     rows = list(_lab_hosts().lab_list())
     print(json.dumps(rows, default=str) if args.json else lab_table(rows))
@@ -340,6 +354,17 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on", default=None, choices=["error", "warning", "never"],
                        help="finding severity that fails the verdict (default: error)")
     p.add_argument("--mutate-host", help=argparse.SUPPRESS)  # selftest only (harness/host_mutants.py)
+    kept = p.add_argument_group(
+        "checkpoints", "lab hosts only (docker): a run may start from the host as a stored checkpoint left it after\n"
+                       "the plan's first steps (the report lists those steps as replayed); selftest and CI use them")
+    start = kept.add_mutually_exclusive_group()
+    start.add_argument("--fresh", action="store_true",
+                       help="run every step on a fresh host (the default)")
+    start.add_argument("--from-checkpoint", action="store_true",
+                       help="start from the stored checkpoint of the longest prefix of this plan, when there is one")
+    kept.add_argument("--save-checkpoint", nargs="?", const="", default=None, metavar="K,...",
+                      help="keep checkpoints of this run's host: after the longest prefix that can be kept, and "
+                           "also after the first K steps for each K given")
     existing = p.add_argument_group(
         "the target", "a lab host the kit builds (docker://, vm://) or a host that already exists (ssh://);\n"
                       "on an existing host nothing is applied: the runbook is the plan of what the host should be")

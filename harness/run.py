@@ -20,9 +20,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import time_ledger
 from harness.apply import ApplyResult, apply_plan
@@ -38,6 +38,9 @@ from harness.targets.base import Target
 from harness.testbed import Testbed
 from harness.trace import StateTrace, watch_of
 from reports.contract import RunReport, write_reports
+
+if TYPE_CHECKING:
+    from harness.checkpoint_run import RunCheckpoints
 
 SUITE_ORDER = ["routes", "tls", "firewall", "operator", "aws_backup", "service", "mounts", "backup_restore", "upgrade",
                "findings"]
@@ -72,6 +75,8 @@ class RunOptions:
     aws_region: str = ""  # existing hosts: the real AWS account's region to read (read only) for aws_backup
     aws_profile: str = ""  # ... and the profile of ~/.aws/config to read it with ("" = the default chain)
     run_id: str = ""  # "" = a new random id
+    from_checkpoint: bool = False  # start from the longest stored checkpoint of the plan (never by default)
+    save_checkpoint: str | None = None  # keep checkpoints: "" the longest valid prefix, or also "3,9" (step counts)
 
 
 class Terminated(KeyboardInterrupt):
@@ -153,6 +158,7 @@ def run(options: RunOptions, progress: Progress) -> int:
     if builds:
         _require_console_extra(plan)
     backend_cls.preflight()  # a bad environment is one line before the run prints or creates anything
+    checkpoints = _checkpoints(options, plan, backend_cls) if builds else None
     run_id = options.run_id or secrets.token_hex(4)
     timer = PhaseTimer(progress)
     report = RunReport(run_id=run_id, backend=url.scheme, runbook_path=plan.runbook_path,
@@ -173,18 +179,27 @@ def run(options: RunOptions, progress: Progress) -> int:
     stack = ExitStack()
     try:
         with sigterm_as_interrupt():
-            testbed = _bring_up(options, url, run_id, workdir, timer, report, progress)
+            testbed = _bring_up(options, url, run_id, workdir, timer, report, progress, checkpoints)
             target = testbed.target
             if builds:
                 testbed.follow_plan(plan)
-                trace = StateTrace(watch_of(plan))
+                seed = checkpoints.trace() if checkpoints is not None else None
+                trace = StateTrace.from_dict(seed) if seed else StateTrace(watch_of(plan))
+                hook = (checkpoints.boundary_hook(run_id=run_id, backend=testbed.backend, lab=testbed.lab,
+                                                  trace=trace, progress=progress)
+                        if checkpoints is not None else None)
                 with timer.phase("apply"):
                     try:
-                        trace.start(target)
+                        if not seed:
+                            trace.start(target)
                         applied = apply_plan(plan, target, progress=progress, before_step=testbed.before_step,
-                                             after_step=lambda step, host: trace.record(step.index, host))
+                                             after_step=lambda step, host: trace.record(step.index, host),
+                                             replayed=checkpoints.replayed() if checkpoints is not None else None,
+                                             at_boundary=hook)
                     finally:
                         trace.close()
+                if checkpoints is not None:
+                    report.environment["checkpoint"] = checkpoints.to_dict()
                 _record_apply(report, applied, workdir)
                 report.state_trace = trace.to_dict()
                 transcript: list[dict[str, Any]] = applied.transcript()
@@ -477,8 +492,17 @@ def _substitutions(plan: Plan) -> list[dict[str, Any]]:
     return [{"step": s.index, **sub.to_dict()} for s in plan.steps for sub in s.substitutions]
 
 
+def _checkpoints(options: RunOptions, plan: Plan, backend_cls: Any) -> RunCheckpoints | None:
+    from harness.checkpoint_run import RunCheckpoints, parse_save_at
+
+    save_at = parse_save_at(options.save_checkpoint) if options.save_checkpoint is not None else None
+    if Capability.CHECKPOINT not in backend_cls.capabilities:
+        return None
+    return RunCheckpoints.for_run(plan, use=options.from_checkpoint, save_at=save_at)
+
+
 def _bring_up(options: RunOptions, url: Any, run_id: str, workdir: Path, timer: PhaseTimer,
-              report: RunReport, progress: Progress) -> Testbed:
+              report: RunReport, progress: Progress, checkpoints: RunCheckpoints | None = None) -> Testbed:
     """The backend for the target URL; for a backend that builds its host, the lab around it (image, mirror,
     the backend's own artefacts, then services and target side by side)."""
     from harness.backends import backend_class
@@ -521,17 +545,42 @@ def _bring_up(options: RunOptions, url: Any, run_id: str, workdir: Path, timer: 
     if "prepare" in vars(backend_cls):  # a backend with cached artefacts of its own (e.g. a VM image)
         with timer.phase(f"{url.scheme}_image"):
             report.environment.update(backend_cls.prepare(progress))
-    services = LabServices(run_id, LabOptions(mirror_dir=release_dir, image=image.tag))
-    testbed = Testbed(run_id, backend_cls.for_run(run_id, url, HostAccess(), workdir), services)
-    with timer.phase("lab_up"):
-        try:
-            testbed.up(progress)
-        except BaseException:
-            with _signals_deferred(progress) as late_signals:
-                testbed.down()
-            if late_signals:
-                raise KeyboardInterrupt from None
-            raise
+    found = None
+    if checkpoints is not None:
+        from harness.checkpoint_run import release_digest
+
+        lab_inputs = {k: v for k, v in asdict(LabOptions()).items() if k not in ("mirror_dir", "identity", "image")}
+        found = checkpoints.choose(backend_cls, {"backend": url.scheme, "image": image.key,
+                                                 "release": release_digest(release_dir),
+                                                 "spacetimedb": options.spacetimedb, "lab": lab_inputs},
+                                          progress)
+    while True:
+        services = LabServices(run_id, LabOptions(mirror_dir=release_dir, image=image.tag,
+                                                  identity=found.identity if found is not None else None))
+        backend = backend_cls.for_run(run_id, url, HostAccess(), workdir)
+        if found is not None:
+            backend.restore_from = (found.directory, found.backend)
+        testbed = Testbed(run_id, backend, services)
+        with timer.phase("lab_up"):
+            try:
+                testbed.up(progress)
+                differs = checkpoints.verify(testbed.target) if found is not None and checkpoints else ""
+                if differs:
+                    progress(f"checkpoint: not used: {differs}; starting again from a fresh host")
+                    testbed.down()
+            except BaseException:
+                with _signals_deferred(progress) as late_signals:
+                    testbed.down()
+                if late_signals:
+                    raise KeyboardInterrupt from None
+                raise
+        if not differs:
+            break
+        assert checkpoints is not None
+        checkpoints.reject(differs)
+        found = None
+    if checkpoints is not None and (replayed := checkpoints.adaptation()) is not None:
+        report.adaptations.append(replayed)
     report.adaptations.extend(testbed.adaptations())
     report.environment["lab_readiness"] = testbed.readiness()  # each bounded wait and its bound
     return testbed
@@ -543,7 +592,9 @@ def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> Non
     report.findings.extend(applied.findings)
     (workdir / "findings-apply.json").write_text(json.dumps([f.to_dict() for f in applied.findings], indent=1))
     report.step_timings = [{"index": r["index"], "summary": r["summary"], "status": r["status"],
-                            "duration": r["duration"]} for r in transcript]
+                            "duration": r["duration"],
+                            **({"replayed": True} if r["note"].startswith("replayed from") else {})}
+                           for r in transcript]
     report.apply = {
         "steps": len(transcript),
         "ok": sum(r["status"] == "ok" for r in transcript),

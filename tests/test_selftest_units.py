@@ -794,3 +794,53 @@ def test_with_several_jobs_the_longest_runs_start_first() -> None:
     order = [u.id for u, _, _ in longest_first(items)]
     assert order == ["hosting.g01", "drill.g01", "service.g01", "service.g02", "volume.g01"]
     assert expected_seconds(items[3][0]) > expected_seconds(items[2][0]) > expected_seconds(items[0][0])
+
+
+CHECKPOINT_CATALOGUE = """
+[[configs]]
+id = "c1"
+description = "service config"
+runbook = "rb.md"
+profile = "profiles/p.toml"
+suites = ["service"]
+backends = ["docker"]
+
+[[mutants]]
+id = "enable-other"
+description = "d"
+config = "c1"
+backends = ["docker"]
+kind = "runbook"
+edits = [{ old = "enable spacetimedb", new = "enable spacetimedb-other" }]
+expect_red = ["service.unit-enabled"]
+sentinel = true
+exclusive = true
+
+[[mutants]]
+id = "restart-no"
+description = "d"
+config = "c1"
+backends = ["docker"]
+kind = "runbook"
+edits = [{ pattern = 'Restart=(always)', replacement = 'Restart=no' }]
+expect_red = ["service.restart-always"]
+"""
+
+
+def test_baselines_keep_checkpoints_where_their_mutants_plans_part(fake: Path, tmp_path: Path) -> None:
+    """Each baseline keeps checkpoints after the step counts where its config's mutants' plans first differ from
+    it (harness.checkpoint); every other unit starts from one; `--fresh` asks for neither."""
+    (fake / "checkpoints.toml").write_text(CHECKPOINT_CATALOGUE)
+    run = ["selftest", "--catalogue", str(fake / "checkpoints.toml"), "--dry-run", "--report-dir"]
+    assert main([*run, str(tmp_path / "c")]) == 0
+    argv = {u.name: json.loads((u / "unit.json").read_text())["argv"] for u in (tmp_path / "c" / "units").iterdir()}
+    assert set(argv) == {"c1.baseline", "c1.g01", "c1.g02"}
+    base = argv["c1.baseline"]
+    # restart-no edits the second command (the plans part after one step); enable-other the first (no prefix)
+    assert base[base.index("--save-checkpoint") + 1] == "1"
+    assert "--from-checkpoint" not in base
+    assert "--from-checkpoint" in argv["c1.g01"] and "--from-checkpoint" in argv["c1.g02"]
+    assert main([*run, str(tmp_path / "f"), "--fresh"]) == 0
+    for unit in (tmp_path / "f" / "units").iterdir():
+        fresh = json.loads((unit / "unit.json").read_text())["argv"]
+        assert "--from-checkpoint" not in fresh and "--save-checkpoint" not in fresh

@@ -41,6 +41,7 @@ class Capability(StrEnum):
     VOLUME_SNAPSHOT = "volume-snapshot"  # point-in-time copy of the data volume while the host runs
     RECOVERY_HOST = "recovery-host"  # a second fresh host, from the same image, with a given volume attached
     LAB_NETWORK = "lab-network"  # on the lab network: the remote client, Pebble and the operator reach it
+    CHECKPOINT = "checkpoint"  # keep the host after a prefix of the plan and start a later host from it
 
     def describe(self) -> str:
         return _DESCRIPTIONS[self]
@@ -58,6 +59,7 @@ _DESCRIPTIONS = {
     Capability.VOLUME_SNAPSHOT: "a point-in-time snapshot of the data volume",
     Capability.RECOVERY_HOST: "a second, fresh host with a restored volume attached",
     Capability.LAB_NETWORK: "membership of the lab network (lab client, ACME CA, operator machine)",
+    Capability.CHECKPOINT: "a checkpoint of the host after the first steps, for later runs to start from",
 }
 
 
@@ -185,6 +187,24 @@ class TargetBackend(ABC):
 
     def before_step(self, step: Any) -> str | None:
         """An action the backend performs right before `step` (declared in the transcript), or None."""
+        return None
+
+    # ---- checkpoints (Capability.CHECKPOINT, harness.checkpoint) -------------------------------------------
+    # set before up(): (the checkpoint's directory, what save_checkpoint made) to start the host from
+    restore_from: tuple[Path, dict[str, Any]] | None = None
+
+    def save_checkpoint(self, directory: Path, key: str) -> dict[str, Any]:
+        """Keep the host as it is now (its copy goes into `directory` or the backend's own store); returns
+        what was made, which `checkpoint_present`, `remove_checkpoint` and a later `restore_from` get."""
+        raise NotCapable(self.scheme, Capability.CHECKPOINT)
+
+    @staticmethod
+    def checkpoint_present(meta: dict[str, Any]) -> bool:
+        return False
+
+    @staticmethod
+    def remove_checkpoint(made: dict[str, Any]) -> None:
+        """Remove what `save_checkpoint` kept outside the checkpoint's directory (default: nothing)."""
         return None
 
     # ---- capability operations (the default says which capability is missing) ----------------------------

@@ -31,6 +31,8 @@ from harness.lab.services import (
 )
 
 DATA_SIZE_MB = 1024
+CHECKPOINT_REPO = "stdb-conformance/checkpoint"
+CHECKPOINT_LABEL = "stdbc.checkpoint"
 SYSTEMD_FLAGS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
                  "--security-opt", "apparmor=unconfined", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                  "--tmpfs", "/run", "--tmpfs", "/run/lock", "-e", "container=docker", "--stop-signal", "SIGRTMIN+3"]
@@ -44,7 +46,7 @@ class DockerBackend(TargetBackend):
     scheme = "docker"
     capabilities = frozenset({Capability.COMMANDS, Capability.FILES, Capability.BUILDS_HOST, Capability.MUTATION,
                               Capability.RESTART, Capability.VOLUME_SNAPSHOT, Capability.RECOVERY_HOST,
-                              Capability.LAB_NETWORK})
+                              Capability.LAB_NETWORK, Capability.CHECKPOINT})
     limitations = {
         Capability.REBOOT: ("the docker backend cannot prove mount persistence: after a container restart systemd "
                             "skips block-device fstab entries and there is no udev, and a container has no boot of "
@@ -104,12 +106,15 @@ class DockerBackend(TargetBackend):
             raise LabError("the docker backend builds its target inside a lab")
         self._lab = lab
         self.ip = lab.target_ip
+        image = lab.s.image
+        if self.restore_from is not None:
+            image = self.restore_from[1]["image"]
         if self.data_volume:
             self._loop_device(lab, progress)
         argv = ["--hostname", TARGET_HOSTNAME, "--network-alias", lab.domain, *SYSTEMD_FLAGS]
         if self.loop_device:
             argv += ["--device", f"{self.loop_device}:{DATA_DEVICE}"]
-        self.container = lab.run_container("target", [*argv, lab.s.image, "/lib/systemd/systemd"], progress)
+        self.container = lab.run_container("target", [*argv, image, "/lib/systemd/systemd"], progress)
         target = self.target
         state = target.wait_running(timeout=90)
         progress(f"target {self.container} ({self.ip}, {lab.domain}): systemd {state}")
@@ -128,8 +133,15 @@ class DockerBackend(TargetBackend):
 
     def _loop_device(self, lab: LabServices, progress: Progress) -> None:
         backing = lab.workdir / "data-volume.img"
-        with open(backing, "wb") as handle:
-            handle.truncate(DATA_SIZE_MB * 1024 * 1024)
+        kept = self.restore_from[0] / "volume.img" if self.restore_from is not None else None
+        if kept is not None and kept.exists():
+            proc = subprocess.run(["cp", "--sparse=always", str(kept), str(backing)], capture_output=True, text=True,
+                                  timeout=600)
+            if proc.returncode != 0:
+                raise LabError(f"cannot copy the checkpoint's data volume: {proc.stderr.strip()}")
+        else:
+            with open(backing, "wb") as handle:
+                handle.truncate(DATA_SIZE_MB * 1024 * 1024)
         self.volume_file = str(backing)
         self.loop_device = _losetup_find(backing, "the data volume")
         progress(f"data volume: {DATA_SIZE_MB} MiB loop device {self.loop_device} -> {DATA_DEVICE} on the target")
@@ -158,6 +170,33 @@ class DockerBackend(TargetBackend):
                 subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 pass
+
+    # ---- checkpoints (harness.checkpoint) ---------------------------------------------------------------------
+    def save_checkpoint(self, directory: Path, key: str) -> dict[str, Any]:
+        """The container's file system committed as an image (paused for the commit), and a copy of the data
+        volume's backing file (the caller has seen no block device mounted, so nothing writes to it)."""
+        tag = f"{CHECKPOINT_REPO}:{key[:32]}"
+        docker("commit", "--pause=true", "--change", f"LABEL {CHECKPOINT_LABEL}={key[:32]}", self.container, tag,
+               timeout=300, what="commit the target for a checkpoint")
+        made: dict[str, Any] = {"scheme": self.scheme, "image": tag}
+        if self.volume_file:
+            proc = subprocess.run(["cp", "--sparse=always", self.volume_file, str(directory / "volume.img")],
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                docker("rmi", "-f", tag, check=False, timeout=120)
+                raise LabError(f"cannot copy the data volume for a checkpoint: {proc.stderr.strip()}")
+            made["volume"] = "volume.img"
+        return made
+
+    @staticmethod
+    def checkpoint_present(made: dict[str, Any]) -> bool:
+        image = (made.get("backend") or {}).get("image", "")
+        return bool(image) and docker("image", "inspect", image, check=False, timeout=30).returncode == 0
+
+    @staticmethod
+    def remove_checkpoint(made: dict[str, Any]) -> None:
+        if made.get("image"):
+            docker("rmi", "-f", made["image"], check=False, timeout=120)
 
     # ---- capabilities ----------------------------------------------------------------------------------------
     def snapshot_volume(self, dest: Path, *, freeze: str = "/stdb",

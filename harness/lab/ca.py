@@ -22,9 +22,19 @@ class IssuedCert:
 
 
 class LabCA:
-    def __init__(self, directory: Path, run_id: str) -> None:
+    def __init__(self, directory: Path, run_id: str, *, reuse: tuple[bytes, bytes] | None = None) -> None:
+        """A new CA, or with `reuse` = (key PEM, certificate PEM) the CA a checkpointed host already trusts."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.cert_path = directory / "lab-ca.crt"
+        if reuse is not None:
+            key = serialization.load_pem_private_key(reuse[0], password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError("the kept lab CA key is not an EC key")
+            self.key = key
+            self.cert = x509.load_pem_x509_certificate(reuse[1])
+            self.cert_path.write_bytes(self.pem)
+            return
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"stdb-conformance lab CA {run_id}")])
@@ -39,12 +49,16 @@ class LabCA:
                                          decipher_only=False), critical=True)
             .sign(self.key, hashes.SHA256())
         )
-        self.cert_path = directory / "lab-ca.crt"
         self.cert_path.write_bytes(self.pem)
 
     @property
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
 
     def issue(self, stem: str, names: list[str], ips: Sequence[str] = ()) -> IssuedCert:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -87,6 +87,10 @@ class LabOptions:
     data_volume: bool = True
     acme: bool = True
     operator: bool = True
+    # a run from a checkpoint (harness.checkpoint): the lab CA and operator key the checkpointed host was
+    # prepared with (files lab-ca.key, lab-ca.crt, operator-key, operator-key.pub), reused instead of new ones,
+    # and the target's own preparation (trust, authorized key) is already in its file system
+    identity: Path | None = None
 
 
 @dataclass
@@ -224,7 +228,11 @@ class LabServices:
         in_parallel(calls, track=self._inflight)
 
     def _certificates(self) -> None:
-        self.ca = LabCA(self.workdir / "ca", self.run_id)
+        reuse = None
+        if self.options.identity is not None:
+            reuse = ((self.options.identity / "lab-ca.key").read_bytes(),
+                     (self.options.identity / "lab-ca.crt").read_bytes())
+        self.ca = LabCA(self.workdir / "ca", self.run_id, reuse=reuse)
         self.ca.issue("mirror", [MIRROR_HOST], [self.s.ips["mirror"]])
         self.ca.issue("acme", [ACME_HOST, f"stdbc-{self.run_id}-acme", "localhost"], [self.s.ips["acme"]])
         os.chmod(self.workdir, 0o755)
@@ -365,16 +373,24 @@ class LabServices:
         module = Path(__file__).resolve().parents[2] / "fixtures" / "operator_module"
         docker("cp", f"{module}/.", f"{self.s.containers['operator']}:{OPERATOR_PROJECT}", timeout=60)
         operator.run(f"chown -R ubuntu:ubuntu {OPERATOR_PROJECT}", timeout=30)
-        key = operator.run("mkdir -p ~/.ssh && chmod 700 ~/.ssh && ssh-keygen -q -t ed25519 -N '' "
-                           "-f ~/.ssh/id_ed25519 -C stdb-conformance-operator && "
+        identity = self.options.identity
+        if identity is not None:  # the key the checkpointed target already accepts
+            operator.run("install -d -m 700 -o ubuntu -g ubuntu /home/ubuntu/.ssh", timeout=30)
+            for name, mode in (("id_ed25519", 0o600), ("id_ed25519.pub", 0o644)):
+                source = identity / ("operator-key" + name.removeprefix("id_ed25519"))
+                operator.write_file(f"/home/ubuntu/.ssh/{name}", source.read_bytes(), mode=mode, owner="ubuntu")
+        keygen = "" if identity is not None else "ssh-keygen -q -t ed25519 -N '' -f ~/.ssh/id_ed25519 -C " \
+                                                 "stdb-conformance-operator && "
+        key = operator.run("mkdir -p ~/.ssh && chmod 700 ~/.ssh && " + keygen +
                            "printf 'Host *\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  ConnectTimeout 10\n'"
                            " > ~/.ssh/config && cat ~/.ssh/id_ed25519.pub", user="ubuntu", timeout=60)
         if not key.ok:
             raise LabError(f"operator: cannot make an ssh key: {key.stderr.strip()[-200:]}")
-        target.run("install -d -m 700 -o ubuntu -g ubuntu /home/ubuntu/.ssh", timeout=30)
-        target.run(f"printf '%s\n' {shlex.quote(key.stdout.strip())} >> /home/ubuntu/.ssh/authorized_keys && "
-                   "chown ubuntu:ubuntu /home/ubuntu/.ssh/authorized_keys && "
-                   "chmod 600 /home/ubuntu/.ssh/authorized_keys", timeout=30)
+        if identity is None:
+            target.run("install -d -m 700 -o ubuntu -g ubuntu /home/ubuntu/.ssh", timeout=30)
+            target.run(f"printf '%s\n' {shlex.quote(key.stdout.strip())} >> /home/ubuntu/.ssh/authorized_keys && "
+                       "chown ubuntu:ubuntu /home/ubuntu/.ssh/authorized_keys && "
+                       "chmod 600 /home/ubuntu/.ssh/authorized_keys", timeout=30)
         self.adaptations.append(Adaptation(
             "lab.operator-machine", "Step 5's \"local machine\" is a separate lab host (operator)",
             f"CLI installed there with `curl -sSf https://install.spacetimedb.com | sh -s -- --yes` as ubuntu "
@@ -382,7 +398,9 @@ class LabServices:
             f"(as a login shell has it); the module project is fixtures/operator_module"))
         self.adaptations.append(Adaptation(
             "lab.operator-ssh-key", "the operator's ssh key is in the target's /home/ubuntu/.ssh/authorized_keys",
-            "ed25519 key made per run; ssh config: StrictHostKeyChecking accept-new, BatchMode yes"))
+            ("ed25519 key made per run" if identity is None else
+             "the ed25519 key of the checkpoint this run started from (already in the target's authorized_keys)")
+            + "; ssh config: StrictHostKeyChecking accept-new, BatchMode yes"))
         progress("operator machine prepared: CLI, ssh key, module project")
 
     def operator_env(self) -> dict[str, str]:
@@ -483,8 +501,10 @@ class LabServices:
             raise LabError(f"cannot install the lab CA on the {role} ({why})")
 
     def prepare_target(self, target: Target, progress: Progress) -> None:
-        """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini."""
-        self.install_lab_ca(target)
+        """The declared adaptations on the target: trust the lab CA; answer certbot through cli.ini. A target
+        from a checkpoint already trusts this lab's CA (the checkpoint's, reused)."""
+        if self.options.identity is None:
+            self.install_lab_ca(target)
         self.adaptations.append(Adaptation(
             "lab.trust-lab-ca", "the target trusts the lab CA system-wide",
             f"{LAB_CA_ON_TARGET}, linked and added to the bundle as update-ca-certificates does (mirror and "
@@ -500,15 +520,32 @@ class LabServices:
         return [f"server = {self.s.acme_directory}", "agree-tos = true", "register-unsafely-without-email = true",
                 "non-interactive = true", "no-eff-email = true"]
 
-    def before_step(self, step: Any, target: Target) -> str | None:
-        """A declared adaptation right before a step: before the runbook first runs certbot itself, the lab's
-        answers are added to certbot's own config file (appended, the package's lines are kept)."""
+    def adapts_before(self, step: Any, target: Target) -> bool:
+        """Whether `before_step` would adapt something before this step (a checkpoint must end before it)."""
         command = getattr(step, "command", "") or ""
         host = str(getattr(target, "hostname", "") or "target")
         if not self.s.acme_directory or host in self.s.certbot_hosts:
+            return False
+        return bool(re.search(r"(^|[;&|]\s*|sudo\s+)certbot\b", command)) and not re.search(r"\bapt(-get)?\b",
+                                                                                              command)
+
+    def identity_files(self) -> dict[str, bytes]:
+        """What a checkpoint keeps of this lab so a later lab prepares hosts the same way: the CA, and the
+        operator's ssh key (read from the operator machine)."""
+        assert self.ca is not None
+        found = {"lab-ca.key": self.ca.key_pem, "lab-ca.crt": self.ca.pem}
+        if "operator" in self.s.containers:
+            operator = self.host("operator")
+            found["operator-key"] = operator.read_file("/home/ubuntu/.ssh/id_ed25519")
+            found["operator-key.pub"] = operator.read_file("/home/ubuntu/.ssh/id_ed25519.pub")
+        return found
+
+    def before_step(self, step: Any, target: Target) -> str | None:
+        """A declared adaptation right before a step: before the runbook first runs certbot itself, the lab's
+        answers are added to certbot's own config file (appended, the package's lines are kept)."""
+        if not self.adapts_before(step, target):
             return None
-        if not re.search(r"(^|[;&|]\s*|sudo\s+)certbot\b", command) or re.search(r"\bapt(-get)?\b", command):
-            return None
+        host = str(getattr(target, "hostname", "") or "target")
         moved = self._acme_dns_to(target)
         block = "\n# stdb-conformance lab adaptation: answer certbot's questions, use the lab's ACME CA\n"
         block += "\n".join(self.certbot_settings()) + "\n"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_FAIL, EXIT_PASS, UsageError
+from harness.errors import EXIT_FAIL, EXIT_PASS, KitError, UsageError
 from harness.run import sigterm_as_interrupt as _sigterm_as_interrupt
 from harness.selftest.catalogue import load_catalogue
 from harness.selftest.groups import Unit, parse_shard, plan_units, prepare, read_runbooks, select, shard
@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="print the lab runs the selection makes, and exit")
     p.add_argument("--dry-run", action="store_true",
                    help="write every run's runbook and host commands and print its command line, without a lab")
+    p.add_argument("--fresh", action="store_true",
+                   help="every lab run applies every step to a fresh host (default: the baselines keep checkpoints "
+                        "of their hosts and the mutants' runs start from the longest one their plan shares)")
     p.add_argument("--catalogue", help=argparse.SUPPRESS)  # another catalogue file (the kit's tests)
 
 
@@ -89,6 +92,8 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
         meta = prepare(unit, catalogue, paths[unit.config.id], texts[unit.config.id], args.backend, unit_dir,
                        os.environ.get("STDBC_SELFTEST_PYTHON") or sys.executable)  # the variable: kit's tests
         prepared.append((unit, unit_dir, meta))
+    if not getattr(args, "fresh", False):
+        use_checkpoints(prepared, catalogue)
     if args.dry_run:
         for unit, _unit_dir, meta in prepared:
             env = " ".join(f"{k}={v}" for k, v in meta["env"].items())
@@ -127,6 +132,43 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
         print(f"stdb-conformance: selftest stopped before the mutants: {stopped}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_PASS if judgement.ok else EXIT_FAIL
+
+
+def use_checkpoints(prepared: list[tuple[Unit, Path, dict[str, Any]]], catalogue: Any) -> None:
+    """Checkpoints (harness.checkpoint): each baseline keeps its host after the longest prefix it can and after
+    every step count where one of its config's mutants' plans first differs from it; every other unit starts
+    from the longest stored prefix of its own plan. Outcomes do not depend on it: a run whose plan matches no
+    checkpoint, or whose restored host does not look as kept, runs every step."""
+    baselines = {u.config.id: (u, meta) for u, _d, meta in prepared if not u.members}
+    for config_id, (base_unit, base_meta) in baselines.items():
+        profile = catalogue.profile_arg(base_unit.config)
+        base = _plan_steps(base_meta["runbook"], profile)
+        points: set[int] = set()
+        for unit, _d, meta in prepared:
+            if unit.config.id != config_id or not unit.members:
+                continue
+            if meta["runbook"] != base_meta["runbook"]:
+                steps = _plan_steps(meta["runbook"], profile)
+                same = next((n for n, (a, b) in enumerate(zip(base, steps, strict=False)) if a != b),
+                            min(len(base), len(steps)))
+                if 0 < same < len(base):
+                    points.add(same)
+            meta["argv"].append("--from-checkpoint")
+        base_meta["argv"] += ["--save-checkpoint", ",".join(str(n) for n in sorted(points))]
+    for _unit, unit_dir, meta in prepared:
+        (unit_dir / "unit.json").write_text(json.dumps(meta, indent=1))
+
+
+def _plan_steps(runbook: str, profile: str) -> list[str]:
+    """The apply phase's steps of a unit's plan, each as its exact record ([] when it has none: the run says
+    what is wrong)."""
+    from harness.planner import build_plan
+
+    try:
+        plan = build_plan(Path(runbook), profile)
+    except KitError:
+        return []
+    return [json.dumps(st.to_dict(), sort_keys=True) for st in plan.runnable("apply")]
 
 
 def _records(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> dict[str, list[UnitRecord]]:
