@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
@@ -12,6 +13,7 @@ from harness.lab.docker import docker
 from harness.targets.base import CommandResult, wait_until
 
 # Run in the user's HOME (as an ssh login would), then hand the command to `bash -c` unchanged.
+_ENGINE_SAID = re.compile(r"^(Cannot connect to the Docker daemon|Error response from daemon: )", re.MULTILINE)
 _IN_HOME = 'cd "$HOME" 2>/dev/null || cd /; exec bash -c "$0"'
 
 
@@ -41,9 +43,22 @@ class DockerTarget:
             status, out, err, timed_out = proc.returncode, proc.stdout, proc.stderr, False
         except subprocess.TimeoutExpired as exc:
             status, out, err, timed_out = 124, exc.stdout or b"", exc.stderr or b"", True
+        if status == 1 and not out and _ENGINE_SAID.search(err.decode(errors="replace")):
+            self._require_running(err.decode(errors="replace"))
         return CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
                              stderr=err.decode(errors="replace"), duration=time.monotonic() - started,
                              user=user, host=self.hostname, timed_out=timed_out)
+
+    def _require_running(self, said: str) -> None:
+        """A `docker exec` that failed the way the engine fails (not running, no such container): when the
+        container really is not running, that is the lab's failure, never the command's (the runbook's step, a
+        check). When it runs, the words were the command's own (a host that runs docker itself)."""
+        proc = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", self.name], capture_output=True,
+                              timeout=30)
+        if proc.returncode != 0 or proc.stdout.strip() != b"true":
+            line = said.strip().splitlines()[-1][:200] if said.strip() else "no answer"
+            raise LabError(f"{self.name}: the docker engine could not run a command in it ({line})",
+                           hint="see /var/log/stdb-conformance-dockerd.log; run again")
 
     def popen_argv(self, argv: list[str], *, user: str = "root") -> list[str]:
         """The argv that starts `argv` in this container as `user`, for a long-lived process the caller reads."""
