@@ -185,6 +185,7 @@ def run(options: RunOptions, progress: Progress) -> int:
                 testbed.follow_plan(plan)
                 seed = checkpoints.trace() if checkpoints is not None else None
                 trace = StateTrace.from_dict(seed) if seed else StateTrace(watch_of(plan))
+                trace.seconds = 0.0  # what fingerprinting costs this run (replayed fingerprints cost nothing)
                 hook = (checkpoints.boundary_hook(run_id=run_id, backend=testbed.backend, lab=testbed.lab,
                                                   trace=trace, progress=progress)
                         if checkpoints is not None else None)

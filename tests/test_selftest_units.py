@@ -844,3 +844,10 @@ def test_baselines_keep_checkpoints_where_their_mutants_plans_part(fake: Path, t
     for unit in (tmp_path / "f" / "units").iterdir():
         fresh = json.loads((unit / "unit.json").read_text())["argv"]
         assert "--from-checkpoint" not in fresh and "--save-checkpoint" not in fresh
+
+
+def test_a_backend_without_checkpoints_gets_no_checkpoint_flags(fake: Path, tmp_path: Path) -> None:
+    assert _selftest(fake, tmp_path / "v", "--backend", "vm", "--dry-run") == 0
+    for unit in (tmp_path / "v" / "units").iterdir():
+        argv = json.loads((unit / "unit.json").read_text())["argv"]
+        assert "--from-checkpoint" not in argv and "--save-checkpoint" not in argv, argv

@@ -92,7 +92,7 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
         meta = prepare(unit, catalogue, paths[unit.config.id], texts[unit.config.id], args.backend, unit_dir,
                        os.environ.get("STDBC_SELFTEST_PYTHON") or sys.executable)  # the variable: kit's tests
         prepared.append((unit, unit_dir, meta))
-    if not getattr(args, "fresh", False):
+    if not args.fresh and _can_checkpoint(args.backend):
         use_checkpoints(prepared, catalogue)
     if args.dry_run:
         for unit, _unit_dir, meta in prepared:
@@ -157,6 +157,13 @@ def use_checkpoints(prepared: list[tuple[Unit, Path, dict[str, Any]]], catalogue
         base_meta["argv"] += ["--save-checkpoint", ",".join(str(n) for n in sorted(points))]
     for _unit, unit_dir, meta in prepared:
         (unit_dir / "unit.json").write_text(json.dumps(meta, indent=1))
+
+
+def _can_checkpoint(scheme: str) -> bool:
+    from harness.backends import backend_class
+    from harness.backends.base import Capability
+
+    return Capability.CHECKPOINT in backend_class(scheme).capabilities
 
 
 def _plan_steps(runbook: str, profile: str) -> list[str]:
