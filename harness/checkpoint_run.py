@@ -19,7 +19,7 @@ from harness.model import Plan, Step
 from harness.targets.base import Target
 
 Progress = Callable[[str], None]
-MIN_SECONDS_BETWEEN = 3.0  # a checkpoint is not worth its commit when it saves less than this over an earlier one
+MIN_SECONDS_BETWEEN = 5.0  # a checkpoint is not worth its commit when it saves less than this over an earlier one
 
 
 def release_digest(tree: Path | None) -> str:
@@ -110,14 +110,12 @@ class RunCheckpoints:
                 self.refused = "a step so far needed a lab adaptation (it depends on this run's own lab)"
                 return
             seconds = sum(r.duration for r in records if not (r.note or "").startswith("replayed"))
-            if seconds - self._last_saved_seconds < MIN_SECONDS_BETWEEN and not last:
-                return
-            self._save(done, records, run_id=run_id, backend=backend, lab=lab, trace=trace, progress=progress)
-            self._last_saved_seconds = seconds
-            if adapted:
-                self.save_at = set()  # nothing after an adapted step can be kept
-                self.refused = (f"step {upcoming.index} is adapted for by the lab: no checkpoint after it"
-                                if upcoming is not None else "")
+            if seconds - self._last_saved_seconds >= MIN_SECONDS_BETWEEN:
+                self._save(done, records, run_id=run_id, backend=backend, lab=lab, trace=trace, progress=progress)
+                self._last_saved_seconds = seconds
+            if adapted and upcoming is not None:
+                self.refused = (f"plan step {upcoming.index} is adapted for by the lab (it depends on this run's own "
+                                f"lab): no checkpoint after it")
 
         return at
 
@@ -163,7 +161,7 @@ class RunCheckpoints:
     def to_dict(self) -> dict[str, Any]:
         return {"used": self.found.key[:16] if self.found is not None else None,
                 "replayed_steps": self.found.steps if self.found is not None else 0,
-                "rejected": self.rejected or None, "saved": self.saved, "refused": self.refused or None}
+                "rejected": self.rejected or None, "saved": self.saved, "none_after": self.refused or None}
 
 
 def parse_save_at(text: str) -> set[int]:

@@ -154,14 +154,23 @@ def test_a_checkpoint_ends_before_the_first_step_the_lab_adapts_for(store: Path,
     assert "adapted" in ck.refused
 
 
-def test_no_checkpoint_of_a_host_with_a_block_device_mounted(store: Path) -> None:
+def test_a_checkpoint_that_would_save_a_few_seconds_is_not_taken(store: Path) -> None:
+    """Every step here takes 0.01 s: committing the host would cost more than it saves."""
+    plan = _plan(["sudo apt update", "sudo apt install certbot -y", "sudo certbot --nginx"])
+    ck, backend = _taking(plan, {1}, RecordingTarget())
+    assert backend.saved == [] and ck.saved == [] and "adapted" in ck.refused
+
+
+def test_no_checkpoint_of_a_host_with_a_block_device_mounted(store: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr("harness.checkpoint_run.MIN_SECONDS_BETWEEN", 0.0)
     plan = _plan(["sudo mkfs.ext4 /dev/nvme1n1", "sudo mount /dev/nvme1n1 /stdb"])
     target = RecordingTarget({"findmnt": (0, "mount /stdb /dev/nvme1n1\n", "")})
     ck, backend = _taking(plan, set(), target)
     assert backend.saved == [] and "/stdb /dev/nvme1n1" in ck.refused
 
 
-def test_no_checkpoint_after_a_failed_step(store: Path) -> None:
+def test_no_checkpoint_after_a_failed_step(store: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr("harness.checkpoint_run.MIN_SECONDS_BETWEEN", 0.0)
     plan = _plan(["sudo apt update", "false-command", "sudo true"])
     target = RecordingTarget({"false-command": (1, "", "no")})
     ck, backend = _taking(plan, {2, 3}, target)
