@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.cache import cache_part
 from harness.model import Step
 from harness.targets.base import CommandResult, Target
 
@@ -56,11 +57,7 @@ findmnt -rn -o TARGET,SOURCE 2>/dev/null | awk '$2 ~ /^\/dev\// && $2 !~ /\[/ {p
 
 
 def store_dir() -> Path:
-    from harness.lab.image import cache_dir
-
-    path = cache_dir().parent / "checkpoints"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return cache_part("checkpoints")
 
 
 def prefix_keys(steps: Sequence[Step], inputs: dict[str, Any]) -> list[str]:

@@ -47,9 +47,9 @@ def node_flags_for(node_version: str) -> list[str]:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("STDB_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                                   / "stdb-conformance")
-    return Path(base) / "sdk"
+    from harness.cache import cache_root
+
+    return cache_root() / "sdk"
 
 
 def _node() -> tuple[Path, str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import cache_error, cache_part
 from harness.errors import LabError
 from harness.lab.docker import docker, require_engine
 from harness.paths import KEYRING_FINGERPRINT, keyring_path
@@ -73,16 +74,7 @@ class ImageInfo:
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("STDB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                / "stdb-conformance")
-    path = base / "images"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from harness.lab.preflight import cache_error
-
-        raise cache_error(path, exc) from None
-    return path
+    return cache_part("images")
 
 
 def recipe_key() -> str:
@@ -128,8 +120,6 @@ def ensure_base_image(progress: Progress = print) -> ImageInfo:
                 progress(f"image {tag}: importing cached root file system {tarball}")
             _import(tarball, tag)
     except OSError as exc:  # the cache filled up or went read-only during the build: one line, not a traceback
-        from harness.lab.preflight import cache_error
-
         raise cache_error(cache, exc) from None
     return ImageInfo(tag, key, built=built, seconds=time.monotonic() - started)
 

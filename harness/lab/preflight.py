@@ -10,16 +10,14 @@ device) is still a lab error in the run's report.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from harness.cache import IMAGE_BUILD_MIB, cache_error
 from harness.errors import LabError
-
-IMAGE_BUILD_MIB = 1024  # debootstrap root file system (~400 MiB unpacked with apt's cache) + its tarball
 
 
 def check_environment(*, qemu: bool = False, loop_device: bool = False, acme: bool = True) -> None:
@@ -57,15 +55,6 @@ def _writable(cache: Path) -> None:
             pass
     except OSError as exc:
         raise cache_error(cache, exc) from None
-
-
-def cache_error(cache: Path, exc: OSError) -> LabError:
-    if exc.errno == errno.ENOSPC:
-        return LabError(f"the image cache {cache} is full ({exc.strerror})",
-                        hint="free space there or point STDB_CACHE_DIR at a file system with "
-                             f"{IMAGE_BUILD_MIB} MiB free")
-    return LabError(f"the image cache {cache} is not writable ({exc.strerror})",
-                    hint="point STDB_CACHE_DIR at a writable directory (default ~/.cache/stdb-conformance)")
 
 
 def _free_space(cache: Path, need_mib: int) -> None:

@@ -24,8 +24,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.vm.ssh import SshEndpoint
+if TYPE_CHECKING:  # a parameter's type only: harness.vm.ssh imports this module to close its sessions
+    from harness.vm.ssh import SshEndpoint
 
 ANSWER_MARGIN = 30.0  # seconds past a command's own timeout before the server counts as broken
 START_TIMEOUT = 60.0  # python3 starting under TCG on a busy guest
