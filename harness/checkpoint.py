@@ -133,6 +133,9 @@ def find(keys: Sequence[str], *, present: Any = None) -> Checkpoint | None:
             continue
         if time.time() - float(meta.get("created_epoch", 0)) > MAX_AGE_SECONDS:
             continue
+        kept = (meta.get("backend") or {}).get("volume")
+        if kept and not (directory / kept).exists():
+            continue
         if present is not None and not present(meta):
             continue
         try:

@@ -183,3 +183,17 @@ def test_save_points_are_step_counts() -> None:
         parse_save_at("0")
     with pytest.raises(UsageError):
         parse_save_at("x")
+
+
+def test_a_checkpoint_whose_volume_copy_is_missing_is_not_found(store: Path) -> None:
+    keys = checkpoint.prefix_keys(_plan(["a"]).steps, {})
+
+    def copy(directory: Path) -> dict[str, Any]:
+        (directory / "volume.img").write_bytes(b"\0" * 16)
+        return {"image": "img", "volume": "volume.img"}
+
+    made = checkpoint.save(keys[0], 1, run_id="r", inputs={}, backend_copy=copy, identity={}, records=[], trace={},
+                           observation=[])
+    assert checkpoint.find(keys) is not None
+    (made.directory / "volume.img").unlink()
+    assert checkpoint.find(keys) is None

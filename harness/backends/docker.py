@@ -133,8 +133,9 @@ class DockerBackend(TargetBackend):
 
     def _loop_device(self, lab: LabServices, progress: Progress) -> None:
         backing = lab.workdir / "data-volume.img"
-        kept = self.restore_from[0] / "volume.img" if self.restore_from is not None else None
-        if kept is not None and kept.exists():
+        made = self.restore_from[1] if self.restore_from is not None else {}
+        kept = self.restore_from[0] / made["volume"] if self.restore_from is not None and made.get("volume") else None
+        if kept is not None:
             proc = subprocess.run(["cp", "--sparse=always", str(kept), str(backing)], capture_output=True, text=True,
                                   timeout=600)
             if proc.returncode != 0:
