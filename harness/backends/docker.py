@@ -281,8 +281,16 @@ class DockerRecoveryHost(RecoveryHost):
                                f"{proc.stderr.strip()}")
         docker("start", self.container, timeout=90, what="start the recovery container")
         state = self.target.wait_running(timeout=120)
+        # That start is the lab's, not the runbook's (attaching a volume boots nothing): at it the runbook's enabled
+        # service found /stdb unmounted (a container mounts no block device from fstab), failed and restarted
+        # until systemd's start limit, which would refuse the runbook's own `systemctl start` minutes later when
+        # the machine is slow (seen in CI). What that boot failed is forgotten before the runbook goes on.
+        failed = self.target.run("systemctl list-units --state=failed --no-legend --plain | awk '{print $1}'; "
+                                 "systemctl reset-failed", timeout=60)
+        units = " ".join(failed.stdout.split())
         return {"detail": (f"stopped the recovery container, re-pointed its {DATA_DEVICE} ({self.loop}) from its "
-                           f"own volume to {volume.name}, started it (systemd {state})")}
+                           f"own volume to {volume.name}, started it (systemd {state}); units that failed at that "
+                           f"start, reset with systemctl reset-failed: {units or 'none'}")}
 
     def restored_volume_path(self) -> Path:
         return self.lab.workdir / "restored-volume.img"
