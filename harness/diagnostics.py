@@ -18,6 +18,7 @@ from harness.model import Plan, Step, StepKind
 from harness.results import Evidence
 from harness.targets.base import Target
 from harness.terminal import in_terminal
+from harness.time_ledger import spend
 
 # suite -> words of a troubleshooting heading that make it fit that suite's failures
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -86,13 +87,14 @@ def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> l
             evidence.append(Evidence(label=f"troubleshooting suggestion (not run: changes the host) — {where}",
                                      command=step.command, output="", status=None, host=""))
             continue
-        if not getattr(target, "runs_shell_text", True):
-            # the read-only catalogue runs the command's own words (no shell, so no terminal, on such a host)
-            res = target.run(step.command, user=user, timeout=TIMEOUT)
-        else:
-            # in a terminal, as an operator types it (a tty: e.g. `certbot renew` then skips the random sleep it
-            # takes when run from cron); harness/terminal.py says why not util-linux's `script`
-            res = target.run(in_terminal(step.command), user=user, timeout=TIMEOUT)
+        with spend("runbook"):  # the runbook's own troubleshooting command, as written
+            if not getattr(target, "runs_shell_text", True):
+                # the read-only catalogue runs the command's own words (no shell, so no terminal, on such a host)
+                res = target.run(step.command, user=user, timeout=TIMEOUT)
+            else:
+                # in a terminal, as an operator types it (a tty: e.g. `certbot renew` then skips the random sleep
+                # it takes when run from cron); harness/terminal.py says why not util-linux's `script`
+                res = target.run(in_terminal(step.command), user=user, timeout=TIMEOUT)
         res.command = step.command
         output = res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr.strip() else "")
         evidence.append(Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,

@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Generator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,6 +30,7 @@ from harness.targets.base import CommandResult, Target
 NOT_APPLICABLE_PREFIX = "not-applicable: "
 _RECORDER = pytest.StashKey["CheckRecorder"]()
 _RESULTS = pytest.StashKey[list]()
+_LEDGER = pytest.StashKey[ExitStack]()
 
 
 if TYPE_CHECKING:  # a type checker sees pytest.skip.Exception as a class attribute, not as a class
@@ -250,11 +252,28 @@ def _first_lines(text: str, limit: int = 12) -> str:
     return "\n".join(lines[:limit]) + ("\n..." if len(lines) > limit else "")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not session.config.getoption("--checks-out"):
+        return
+    from harness import time_ledger
+
+    # the suite's own ledger: its time is the kit's probes but where a check says otherwise (`spend`)
+    stack = ExitStack()
+    stack.enter_context(time_ledger.start().spend("probes", phase=time_ledger.SUITE_PHASE))
+    session.config.stash[_LEDGER] = stack
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     out = session.config.getoption("--checks-out")
     results: list[CheckResult] = session.config.stash.get(_RESULTS, [])
     if out:
         Path(out).write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    stack = session.config.stash.get(_LEDGER, None)
+    if stack is not None and out:
+        from harness import time_ledger
+
+        stack.close()
+        time_ledger.write_suite_split(time_ledger.suite_split_path(out))
     from harness.tape import current
 
     current().close()

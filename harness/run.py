@@ -698,6 +698,9 @@ def _run_suites(options: RunOptions, state_path: Path, workdir: Path, timer: Pha
             counts = _count(suite_results)
             progress(f"   {name}: {counts}")
             results.extend(suite_results)
+        # the suite's process measured what of its time was the runbook's own commands or lab setup
+        timer.ledger.reassign(f"suite:{name}", time_ledger.read_suite_split(
+            time_ledger.suite_split_path(workdir / f"checks-{suite.stem}.json")))
     return results
 
 
@@ -711,7 +714,9 @@ def run_suite_process(suite: Path, state_path: Path, workdir: Path, *, tape: str
     out = workdir / f"checks-{suite.stem}.json"
     cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "harness.pytest_plugin",
            "--lab-state", str(state_path), "--checks-out", str(out), "-q", "--no-header",
-           "-p", "no:cacheprovider", "--rootdir", str(suite.parent), "-c", os.devnull, "-o", "addopts="]
+           "-p", "no:cacheprovider", "--rootdir", str(suite.parent), "-c", os.devnull, "-o", "addopts=",
+           # where a suite's time goes, in its log (pytest-SUITE.log in the report folder)
+           "--durations=12", "--durations-min=0.3"]
     # the suites are found from the package and run from the run's own folder, never from the
     # current directory (a conftest.py or pytest.ini there must not change what is judged); no plugin is
     # loaded but the kit's own: whatever else is installed beside the kit (testinfra's, xdist's, anyio's,

@@ -11,15 +11,18 @@ overlaps the main thread's own time and would count twice.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 KINDS: dict[str, str] = {
-    "runbook": "the runbook's own commands (every applied step, on the target and on a recovery host)",
+    "runbook": "the runbook's own commands (every applied step, on the target and on a recovery host; the "
+               "operator's steps and the troubleshooting commands the suites run, as the runbook writes them)",
     "boots": "boots, reboots and power-offs the scenarios perform, until the guest says its boot finished "
              "(`systemctl is-system-running --wait`; device timeouts the runbook's fstab causes included)",
     "probes": "the kit's own queries: suites, facts, state trace, digests, scenario checks",
@@ -75,6 +78,18 @@ class Ledger:
             if self._stack:
                 self._stack[-1].inner += elapsed
 
+    def reassign(self, phase: str, seconds: dict[str, float], *, source: str = "probes") -> None:
+        """Seconds of `phase` that another process measured as other kinds (a suite's pytest process: the
+        runbook's operator steps, its troubleshooting commands) are moved there from `source`, never more
+        than `source` holds, so the kinds still add up to the phase."""
+        by_kind = self.seconds.setdefault(phase, {})
+        for kind, amount in seconds.items():
+            if kind not in KINDS or kind == source or amount <= 0:
+                continue
+            moved = min(amount, by_kind.get(source, 0.0))
+            by_kind[source] = by_kind.get(source, 0.0) - moved
+            by_kind[kind] = by_kind.get(kind, 0.0) + moved
+
     def by_kind(self) -> dict[str, float]:
         totals = dict.fromkeys(KINDS, 0.0)
         for kinds in self.seconds.values():
@@ -110,3 +125,28 @@ def spend(kind: str) -> Iterator[None]:
     """Time inside this block is `kind` (for the phase running now; nothing outside a run's phases)."""
     with _CURRENT.spend(kind):
         yield
+
+
+SUITE_PHASE = "suite"  # the one phase of a suite's own pytest process (harness.pytest_plugin)
+
+
+def suite_split_path(checks_out: str | Path) -> Path:
+    """Where a suite process writes its seconds by kind, beside its check results (`--checks-out`)."""
+    path = Path(checks_out)
+    return path.with_name(path.stem + ".time.json")
+
+
+def write_suite_split(path: str | Path) -> None:
+    """The suite process's seconds by kind, for the run's ledger (`read_suite_split`)."""
+    Path(path).write_text(json.dumps(_CURRENT.seconds.get(SUITE_PHASE, {})))
+
+
+def read_suite_split(path: Path) -> dict[str, float]:
+    """What a suite process wrote with `write_suite_split`; nothing when it wrote none (an old or failed run)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}

@@ -32,7 +32,8 @@ if ! docker info >/dev/null 2>&1; then
     say "started docker with systemctl"
   else
     say "starting dockerd in the background (log: /var/log/stdb-conformance-dockerd.log)"
-    $SUDO sh -c 'nohup dockerd >/var/log/stdb-conformance-dockerd.log 2>&1 &'
+    # its own session: a signal to the caller's process group (Ctrl-C, a CI job killed) must not end the engine
+    $SUDO setsid sh -c 'nohup dockerd >/var/log/stdb-conformance-dockerd.log 2>&1 &'
   fi
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || die "docker engine did not start: see /var/log/stdb-conformance-dockerd.log"

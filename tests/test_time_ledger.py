@@ -58,3 +58,40 @@ def test_spending_outside_a_phase_or_in_another_thread_counts_nothing() -> None:
 def test_an_unknown_kind_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown kind"), Ledger().spend("coffee", phase="apply"):
         pass
+
+
+def test_a_phase_measured_by_another_process_moves_only_what_it_holds() -> None:
+    ledger = Ledger()
+    ledger.seconds["suite:operator"] = {"probes": 4.0}
+    ledger.reassign("suite:operator", {"runbook": 3.0, "lab_setup": 2.0, "probes": 9.0, "nonsense": 1.0})
+    phase = ledger.seconds["suite:operator"]
+    assert phase["runbook"] == 3.0 and phase["lab_setup"] == 1.0 and phase["probes"] == 0.0
+    assert sum(phase.values()) == 4.0  # the phase's wall time is unchanged: only its kinds moved
+
+
+SUITE = '''
+import time
+from harness.time_ledger import spend
+
+def test_runs_a_runbook_command():
+    with spend("runbook"):
+        time.sleep(0.4)
+    time.sleep(0.1)
+'''
+
+
+def test_a_suite_process_reports_its_runbook_time_to_the_run(tmp_path) -> None:
+    from harness.run import run_suite_process
+
+    suite = tmp_path / "suites" / "test_demo.py"
+    suite.parent.mkdir()
+    suite.write_text(SUITE)
+    work = tmp_path / "work"
+    work.mkdir()
+    state = tmp_path / "state.json"
+    state.write_text("{}")
+    run_suite_process(suite, state, work, tape="off")
+    split = time_ledger.read_suite_split(time_ledger.suite_split_path(work / "checks-test_demo.json"))
+    assert split["runbook"] >= 0.39, split
+    assert split["probes"] >= 0.09, split
+    assert split["runbook"] + split["probes"] < 5.0, split

@@ -27,6 +27,7 @@ from harness.pytest_plugin import NOT_APPLICABLE_PREFIX, CheckRecorder
 from harness.sdk_checks import SdkUnavailable, bindings_for, sdk_command, sdk_events
 from harness.sdk_checks import failure as sdk_failure
 from harness.tape import current
+from harness.time_ledger import spend
 from harness.vantage import lab_sdk_client
 
 # what the checks marked `mutates` change on the host (they run only where the kit may change it)
@@ -63,11 +64,13 @@ def operator_steps(plan: Plan, lab: LabServices, operator: DockerTarget, target_
     env = lab.operator_env()
     # adaptation: the operator trusts the ACME CA that issued the server's certificate (Let's Encrypt's
     # roots are in every trust store; Pebble's root is made per run)
-    lab.trust_acme_root_on("operator")
+    with spend("lab_setup"):
+        lab.trust_acme_root_on("operator")
     for step in plan.runnable("operator"):
         if step.kind is not StepKind.SHELL:
             continue
-        res = operator.run(f"cd {PROJECT} && {step.command}", user="ubuntu", env=env, timeout=300)
+        with spend("runbook"):  # the runbook's own step, as written, on the operator's machine
+            res = operator.run(f"cd {PROJECT} && {step.command}", user="ubuntu", env=env, timeout=300)
         res.command = step.command
         done.append((step, res))
         if not res.ok:
