@@ -179,6 +179,8 @@ def run(options: RunOptions, progress: Progress) -> int:
     stack = ExitStack()
     try:
         with sigterm_as_interrupt():
+            # moto's server takes seconds to import and start: it starts while the lab comes up
+            early_moto = _launch_moto(plan, workdir, run_id, stack) if builds else None
             testbed = _bring_up(options, url, run_id, workdir, timer, report, progress, checkpoints)
             target = testbed.target
             if builds:
@@ -226,7 +228,7 @@ def run(options: RunOptions, progress: Progress) -> int:
                 _keep(testbed, site, vantage, options)
                 return _finish_converge(report, progress)
             digest_before = _digest(testbed, timer, "digest_before") if not builds else None
-            aws_state = (_aws_account(plan, workdir, timer, report, progress, stack) if builds else
+            aws_state = (_aws_account(plan, workdir, timer, report, progress, stack, early_moto) if builds else
                          _real_aws_account(options, testbed, progress) if options.aws_region else None)
             state = RunState(run_id=run_id, backend=url.scheme, lab=testbed.state(), aws=aws_state,
                              capabilities=sorted(c.value for c in testbed.backend.effective_capabilities()),
@@ -434,10 +436,29 @@ def _freeze_plan(plan: Plan, runbook_bytes: bytes, workdir: Path, report_dir: Pa
     return copy, plan_path
 
 
+def _has_console_steps(plan: Plan) -> bool:
+    return any(s.kind.value == "console" and s.phase == "apply" for s in plan.steps)
+
+
+def _launch_moto(plan: Plan, workdir: Path, run_id: str, stack: ExitStack) -> Any:
+    """moto's server for the runbook's console steps, started now and waited for in the `aws` phase; stopped with
+    the run's other helpers (`stack`). None when the plan has no console step or the 'aws' extra is missing."""
+    if not _has_console_steps(plan):
+        return None
+    try:
+        from harness.aws.moto_lab import MotoServer
+    except ImportError:
+        return None
+    moto = MotoServer(log=workdir / "moto.log", run_id=run_id)
+    stack.callback(moto.stop)
+    return moto.launch()
+
+
 def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport, progress: Progress,
-                 stack: ExitStack) -> dict[str, Any] | None:
-    """The runbook's AWS Console steps, performed against a moto server in the lab (simulated)."""
-    if not any(s.kind.value == "console" and s.phase == "apply" for s in plan.steps):
+                 stack: ExitStack, early: Any = None) -> dict[str, Any] | None:
+    """The runbook's AWS Console steps, performed against a moto server in the lab (simulated): `early`, the one
+    `_launch_moto` started, when there is one."""
+    if not _has_console_steps(plan):
         return None
     try:
         from harness.aws.moto_lab import REGION, MotoServer
@@ -446,7 +467,8 @@ def _aws_account(plan: Plan, workdir: Path, timer: PhaseTimer, report: RunReport
         progress(f"aws: console steps not performed ({exc}): pip install 'stdb-conformance[aws]'")
         return None
     with timer.phase("aws"):
-        moto = stack.enter_context(MotoServer(log=workdir / "moto.log", run_id=report.run_id))
+        moto = stack.enter_context(early if early is not None else MotoServer(log=workdir / "moto.log",
+                                                                              run_id=report.run_id))
         record = ConsoleProvider(moto.url, REGION, simulated=True, allow_mutation=False).perform(plan)
     report.environment["aws"] = {"simulated": True, "endpoint": "moto server on 127.0.0.1",
                                  "calls": record.calls, "not_done": record.not_done}

@@ -186,3 +186,18 @@ def test_the_vault_the_runbook_names(moto_server: MotoServer, runbook_path: Path
     state, runbook = _variant_account(moto_server, runbook_path, tmp_path, anchor, line + anchor)
     assert _suite(state, runbook, tmp_path)["aws_backup.vault-exists"] == outcome
 
+
+
+def test_a_server_launched_early_is_the_one_started_and_stopping_it_ends_it() -> None:
+    moto = MotoServer().launch()
+    try:
+        launched = moto.proc
+        assert launched is not None and launched.poll() is None  # running, not yet waited for
+        with moto:  # the run's `aws` phase: waits for the process `launch` started, starts no second one
+            assert moto.proc is launched
+            import urllib.request
+
+            urllib.request.urlopen(f"{moto.url}/moto-api/", timeout=10).close()  # loopback only
+        assert launched.poll() is not None  # stopped when the phase's context closed
+    finally:
+        moto.stop()

@@ -39,9 +39,17 @@ class MotoServer:
         self.run_id = run_id  # recorded as the run's helper: a dead run's moto server is stopped by the sweep
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def launch(self) -> MotoServer:
+        """Start moto's process without waiting for it: a run launches it before its lab comes up and waits for
+        it (`start`) only when the runbook's console steps are performed. The caller stops it (`stop`)."""
+        if self.proc is None:
+            self._launch()
+        return self
+
     def start(self, timeout: float = 60.0) -> MotoServer:
-        """Start moto on a free loopback port and wait (bounded by `timeout`) until it answers there. Interrupted
-        (Ctrl-C, SIGTERM) or failed, the server is stopped before this returns: nothing keeps listening."""
+        """Start moto on a free loopback port (or take the process `launch` started) and wait (bounded by
+        `timeout`) until it answers there. Interrupted (Ctrl-C, SIGTERM) or failed, the server is stopped before
+        this returns: nothing keeps listening."""
         deadline = time.monotonic() + timeout
         problem = ""
         try:
@@ -49,7 +57,9 @@ class MotoServer:
                 if attempt:
                     self.port = _free_port()
                     self.url = f"http://127.0.0.1:{self.port}"
-                problem = self._start_once(deadline, timeout)
+                if self.proc is None:
+                    self._launch()
+                problem = self._answers(deadline, timeout)
                 if not problem:
                     return self
                 self.stop()
@@ -60,7 +70,7 @@ class MotoServer:
             raise
         raise LabError(f"moto_server did not start: {problem}")
 
-    def _start_once(self, deadline: float, timeout: float) -> str:
+    def _launch(self) -> None:
         exe = shutil.which("moto_server")
         argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
         log = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed once the child has it
@@ -77,8 +87,11 @@ class MotoServer:
             from harness.lab import runs
 
             runs.add_helper(self.run_id, self.proc.pid, "moto_server")
+
+    def _answers(self, deadline: float, timeout: float) -> str:
         from harness.lab.procs import port_owned_by
 
+        assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return f"it exited with {self.proc.returncode} (port {self.port}; log: {self.log or 'none'})"
