@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fixtures.spacetimedb_standin.release import DEFAULT_VERSIONS, build_release_tree, publish_latest
 from harness.planner import build_plan
 from harness.scenarios.upgrade import pinned_command, root_dir, split_update_section
+from harness.targets.base import CommandResult
 from harness.upgrade_judge import compare_dumps, downtime, rollback_outcome, summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,3 +120,52 @@ def test_upgrade_rehearsal_on_an_existing_host_refuses_in_one_line_without_mutat
     assert "backed up first" in err and "--i-have-a-backup" in err
     assert main([*base, "--allow-mutation", "--snapshot-volume", "disk-1"]) == 2
     assert "not an EBS volume id" in capsys.readouterr().err
+
+
+class _Target:
+    """Answers the rehearsal's post-update wait with the states given, one per call."""
+
+    def __init__(self, states: list[str]) -> None:
+        self.states, self.waits = list(states), 0
+
+    def run(self, command: str, **_: object) -> CommandResult:
+        if "/v1/ping" in command:
+            self.waits += 1
+            return CommandResult(command, 0, self.states.pop(0) + "\n", "", 0.0)
+        return CommandResult(command, 0, "", "", 0.0)
+
+
+class _Prober:
+    stopped: list[bool] = []
+
+    def __init__(self, *_: object, **__: object) -> None:
+        self.path = "/v1/ping"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, wait: bool = True) -> list[dict]:
+        _Prober.stopped.append(wait)
+        return []
+
+
+@pytest.mark.parametrize(("states", "waits", "unit_after"), [
+    (["activating", "activating", "up"], 3, None),  # restarting: waited for until it answers
+    (["activating", "failed"], 2, "failed"),  # systemd gave up: nothing will start it again
+    (["inactive"], 1, "inactive"),  # stopped, no restart pending
+])
+def test_the_wait_after_the_update_ends_when_the_unit_answers_or_will_not_come_back(
+        monkeypatch: pytest.MonkeyPatch, states: list[str], waits: int, unit_after: str | None) -> None:
+    from harness.scenarios import upgrade
+
+    monkeypatch.setattr(upgrade, "_Prober", _Prober)
+    monkeypatch.setattr(upgrade.time, "sleep", lambda _s: None)
+    _Prober.stopped = []
+    rehearsal = object.__new__(upgrade._Rehearsal)
+    rehearsal.target = _Target(states)  # type: ignore[assignment]
+    rehearsal.state = None  # type: ignore[assignment]
+    rehearsal.h = {"stages": [{"name": "before", "observed": {"properties": {"ActiveState": "active"}}}]}
+    rehearsal.run_steps("upgrade", [])
+    assert rehearsal.target.waits == waits  # type: ignore[attr-defined]
+    assert _Prober.stopped == [unit_after is None]  # the prober keeps probing only for a unit that may answer
+    assert rehearsal.h["stages"][-1].get("unit_after") == unit_after

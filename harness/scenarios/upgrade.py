@@ -315,15 +315,23 @@ class _Rehearsal:
             done.append({"step": step.index, "command": command, "as_written": command == step.command,
                          **res.to_dict()})
         # the service gets a bounded moment to answer after the last step (as an operator would wait), when it
-        # answered before the update
+        # answered before the update; not once systemd says nothing will start it again (failed: it gave up
+        # restarting; inactive: stopped, and no restart pending)
+        gave_up = ""
         for _ in range(40 if self.was_up() else 0):
-            if self.target.run("curl -sf --max-time 2 http://127.0.0.1:3000/v1/ping", timeout=10).ok:
+            res = self.target.run(f"curl -sf -o /dev/null --max-time 2 http://127.0.0.1:3000/v1/ping && echo up "
+                                  f"|| systemctl is-active {SERVICE}", timeout=10)
+            state = res.stdout.strip().splitlines()[-1:] or [""]
+            if state[0] == "up":
+                break
+            if state[0] in ("failed", "inactive"):
+                gave_up = state[0]
                 break
             with spend("idle"):
                 time.sleep(0.5)
-        samples = prober.stop()
+        samples = prober.stop(wait=not gave_up)
         self.stage(name, seconds=round(time.monotonic() - started, 2), steps=done, probe=samples,
-                   probe_path=prober.path)
+                   probe_path=prober.path, **({"unit_after": gave_up} if gave_up else {}))
 
 
 class _Prober:
@@ -350,8 +358,10 @@ class _Prober:
         self._thread.start()
         self._ready.wait(self.READY_SECONDS)
 
-    def stop(self) -> list[dict[str, Any]]:
-        self._finish_by = time.monotonic() + self.FINISH_SECONDS
+    def stop(self, *, wait: bool = True) -> list[dict[str, Any]]:
+        """`wait`: keep probing (bounded) until the site answers from the backend again; without it (the unit is
+        known not to come back) one more sample and done."""
+        self._finish_by = time.monotonic() + (self.FINISH_SECONDS if wait else 0.0)
         self._finish.set()
         self._thread.join(timeout=self.FINISH_SECONDS + 60)
         if self.error:
