@@ -71,11 +71,22 @@ def is_read_only(command: str) -> bool:
     return True
 
 
-def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> list[Evidence]:
-    """Evidence from the fitting troubleshooting steps (run when read-only, else shown as suggestions)."""
+def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu",
+           seen: dict[str, tuple[str, Evidence]] | None = None, check_id: str = "") -> list[Evidence]:
+    """Evidence from the fitting troubleshooting steps (run when read-only, else shown as suggestions).
+
+    `seen` (command -> the check it ran for, its evidence): what earlier failed checks of the suite already ran
+    while the host has not changed since (the caller empties it when a check that changes the host ran); such a
+    command is not run again, its output is shown with the check it was taken for. `check_id` is this check."""
     evidence = []
     for step in fitting_steps(plan, suite):
         where = f"{' > '.join(step.ref.section[-1:])}, line {step.ref.line_start}"
+        if seen is not None and step.command in seen:
+            first, earlier = seen[step.command]
+            evidence.append(Evidence(label=f"{earlier.label} (its output when {first} failed; not run again: no "
+                                           f"check has changed the host since)", command=earlier.command,
+                                     output=earlier.output, status=earlier.status, host=earlier.host))
+            continue
         gate = getattr(target, "refusal", None)  # a host the kit may only read: its gate decides, not our guess
         outside = gate(step.command) if gate is not None else None
         if outside:
@@ -97,7 +108,10 @@ def gather(plan: Plan, suite: str, target: Target, *, user: str = "ubuntu") -> l
                 res = target.run(in_terminal(step.command), user=user, timeout=TIMEOUT)
         res.command = step.command
         output = res.stdout + (f"\n[stderr]\n{res.stderr}" if res.stderr.strip() else "")
-        evidence.append(Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,
-                                 output=output.strip()[-4000:], status=res.exit_status,
-                                 host=f"{user}@{getattr(target, 'hostname', '')}"))
+        ran = Evidence(label=f"troubleshooting (runbook's own) — {where}", command=step.command,
+                       output=output.strip()[-4000:], status=res.exit_status,
+                       host=f"{user}@{getattr(target, 'hostname', '')}")
+        evidence.append(ran)
+        if seen is not None:
+            seen[step.command] = (check_id or "an earlier check", ran)
     return evidence

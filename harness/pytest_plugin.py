@@ -198,8 +198,11 @@ def pytest_runtest_makereport(item: pytest.Item,
     if not decided:
         return report
     outcome, message = _outcome(call)
+    marker = _check_marker(item)
+    if marker is not None and marker[3]:  # a check that changes the host: troubleshooting output is run anew
+        item.config.stash[_DIAG_SEEN] = {}
     if outcome in (Outcome.FAILED, Outcome.ERROR):
-        recorder.evidence.extend(_diagnostics(item.config, recorder.suite))
+        recorder.evidence.extend(_diagnostics(item.config, recorder.suite, recorder.id))
     item.config.stash[_RESULTS].append(CheckResult(
         id=recorder.id, suite=recorder.suite, outcome=outcome, claim=recorder.claim,
         required=recorder.required, runbook_ref=recorder.runbook_ref, evidence=recorder.evidence,
@@ -209,10 +212,12 @@ def pytest_runtest_makereport(item: pytest.Item,
 
 
 _DIAG_CONTEXT = pytest.StashKey[tuple[Any, Any]]()
+_DIAG_SEEN = pytest.StashKey[dict[str, tuple[str, Evidence]]]()
 
 
-def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
-    """The runbook's troubleshooting output for a failed check (never fails the report itself)."""
+def _diagnostics(config: pytest.Config, suite: str, check_id: str = "") -> list[Evidence]:
+    """The runbook's troubleshooting output for a failed check (never fails the report itself); a command an
+    earlier failed check ran, with no host-changing check since, is shown again rather than run again."""
     path = config.getoption("--lab-state")
     if not path:
         return []
@@ -227,7 +232,8 @@ def _diagnostics(config: pytest.Config, suite: str) -> list[Evidence]:
         from harness.diagnostics import gather
 
         plan, target = config.stash[_DIAG_CONTEXT]
-        return gather(plan, suite, target)
+        seen = config.stash.setdefault(_DIAG_SEEN, {})
+        return gather(plan, suite, target, seen=seen, check_id=check_id)
     except Exception as exc:  # noqa: BLE001 - diagnostics are best effort
         return [Evidence(label="troubleshooting could not run", command="", output=str(exc), status=None,
                          host="")]

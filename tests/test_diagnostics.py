@@ -50,3 +50,21 @@ def test_read_only_classification() -> None:
     assert not is_read_only("sudo ls /stdb; sudo rm -rf /stdb")
     for mounting in ("sudo mount -a", "mount -a", "sudo mount /dev/nvme1n1 /stdb", "mount"):
         assert not is_read_only(mounting), mounting  # issue 17: `mount -a` was taken for a read-only query
+
+
+def test_a_second_failed_check_shows_the_output_an_earlier_one_got_until_the_host_changes(runbook_path: Path) -> None:
+    plan = build_plan(runbook_path, "default")
+    target = RecordingTarget()
+    seen: dict = {}
+    first = gather(plan, "operator", target, seen=seen, check_id="operator.remote-publish")
+    ran = len(target.commands)
+    assert ran > 0
+    second = gather(plan, "operator", target, seen=seen, check_id="operator.subscribe-sees-row")
+    assert len(target.commands) == ran, "the same commands ran again with no change to the host"
+    assert [e.command for e in second] == [e.command for e in first]
+    again = [e for e in second if e.command in seen]
+    assert again and all("operator.remote-publish failed" in e.label for e in again)
+    assert [e.output for e in again] == [e.output for e in first if e.command in seen]
+    seen.clear()  # a check that changes the host ran (harness.pytest_plugin empties it then)
+    gather(plan, "operator", target, seen=seen, check_id="operator.sdk-sees-row")
+    assert len(target.commands) == 2 * ran
