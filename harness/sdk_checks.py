@@ -8,8 +8,11 @@ per step; a failed step carries the SDK's own error text, which becomes the chec
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from typing import Any
+
+from harness.errors import KitError
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -36,11 +39,24 @@ def bindings_for(module: dict[str, Any], table: str) -> dict[str, Any] | None:
     return bindings
 
 
+def sdk_timeout() -> int:
+    """Seconds the SDK client gives a whole session (connect, subscribe, reconnect, reducer) before it says which
+    step got no answer: $STDB_SDK_TIMEOUT, else 15. A working server took 0.5-3.3 s for the longest session
+    (node's start included) in CI's selftest on a loaded 2-core machine; a server that never answers a
+    subscription cost three clients 30 s each before."""
+    raw = os.environ.get("STDB_SDK_TIMEOUT", "").strip()
+    if not raw:
+        return 15
+    if not raw.isdigit() or int(raw) == 0:
+        raise KitError(f"STDB_SDK_TIMEOUT={raw!r} is not a number of seconds", hint="set it to e.g. 30, or unset it")
+    return int(raw)
+
+
 def sdk_command(prefix: list[str], *, url: str, database: str, bindings: dict[str, Any] | None,
-                call_reducer: bool, connect: str = "", ca_file: str = "", timeout: int = 30) -> str:
+                call_reducer: bool, connect: str = "", ca_file: str = "", timeout: int | None = None) -> str:
     """The shell command for the vantage: the agent with its arguments, trusting `ca_file` (or the vantage's
     system bundle: Node.js keeps its own CA list otherwise)."""
-    argv = [*prefix, "--uri", url, "--database", database, "--timeout", str(timeout)]
+    argv = [*prefix, "--uri", url, "--database", database, "--timeout", str(timeout or sdk_timeout())]
     if bindings is not None:
         argv += ["--bindings", json.dumps(bindings, separators=(",", ":"))]
     if call_reducer:

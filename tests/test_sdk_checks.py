@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from fixtures.conformance_db import PROBE_MODULE
 from harness.sdk_bundle import node_flags_for
 from harness.sdk_checks import bindings_for, failure, sdk_command, sdk_events
@@ -45,3 +47,16 @@ def test_node_20_and_21_need_the_websocket_flag() -> None:
     assert node_flags_for("v20.20.2") == ["--experimental-websocket"]
     assert node_flags_for("v21.0.0\n") == ["--experimental-websocket"]
     assert node_flags_for("v22.3.0") == [] and node_flags_for("garbage") == []
+
+
+def test_the_clients_bound_is_fifteen_seconds_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.errors import KitError
+
+    monkeypatch.delenv("STDB_SDK_TIMEOUT", raising=False)
+    args = ["node", "client.mjs"]
+    assert "--timeout 15" in sdk_command(args, url="https://x", database="d", bindings=None, call_reducer=False)
+    monkeypatch.setenv("STDB_SDK_TIMEOUT", "40")
+    assert "--timeout 40" in sdk_command(args, url="https://x", database="d", bindings=None, call_reducer=False)
+    monkeypatch.setenv("STDB_SDK_TIMEOUT", "soon")
+    with pytest.raises(KitError, match="STDB_SDK_TIMEOUT='soon' is not a number of seconds"):
+        sdk_command(args, url="https://x", database="d", bindings=None, call_reducer=False)
