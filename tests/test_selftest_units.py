@@ -448,6 +448,10 @@ if os.environ.get("FAKE_MODE") == "sleep":
     Path("started").write_text("1")
     time.sleep(60)
     sys.exit(3)
+started = time.time()
+slow_unit, _, slow_seconds = os.environ.get("FAKE_SLOW", "").partition(":")
+if slow_unit == unit["id"]:
+    time.sleep(float(slow_seconds))
 red = set()
 for m in unit["members"]:
     red |= set(m["expect_red"])
@@ -464,7 +468,7 @@ report = {{"checks": checks, "runbook": {{"sha256": hashlib.sha256(Path(opts["--
           "verdict": "fail" if red else "pass", "lab_error": "", "interrupted": False,
           "adaptations": [{{"id": "selftest.host-mutant", "summary": c, "exit_status": 0}} for c in host],
           "env_seen": {{k: v for k, v in os.environ.items() if k.startswith("SEL_")}},
-          "argv": args}}
+          "argv": args, "started": started, "ended": time.time()}}
 (out / "conformance.json").write_text(json.dumps(report))
 sys.exit(1 if red else 0)
 """
@@ -607,6 +611,41 @@ def test_a_red_baseline_stops_the_selftest_before_the_mutants(fake: Path, tmp_pa
     assert data["stopped"] and not data["ok"]
     assert set(data["ran"]) == {"c1.baseline", "c1.g01", "c2.baseline"}  # the gates only
     assert {m["id"]: m["status"] for m in data["mutants"]}["timer-off"] == "not run"
+
+
+def test_a_configs_mutants_start_once_its_own_baseline_ended_not_every_gate(fake: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SLOW", "c2.baseline:3")
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 0
+    times = {u.name: json.loads((u / "run" / "conformance.json").read_text())
+             for u in (tmp_path / "a" / "units").iterdir()}
+    # c1's mutants ran while c2's slow baseline still ran, and after their own baseline and the forced-fail unit
+    assert times["c1.g02"]["ended"] < times["c2.baseline"]["ended"]
+    assert times["c1.g02"]["started"] >= max(times["c1.baseline"]["ended"], times["c1.g01"]["ended"])
+    assert times["c2.g01"]["started"] >= times["c2.baseline"]["ended"]
+
+
+def test_a_red_baseline_stops_new_runs_while_others_end_normally(fake: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FAKE_EXTRA_RED", "c2.baseline:tls.certbot-timer")
+    monkeypatch.setenv("FAKE_SLOW", "c2.baseline:2")
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 1
+    assert "selftest stopped before the rest of the mutants: the baseline c2.baseline is not clean" in (
+        capsys.readouterr().err)
+    data = json.loads((tmp_path / "a" / "selftest.json").read_text())
+    assert "c2.g01" not in data["ran"] and {m["id"]: m["status"] for m in data["mutants"]}["timer-off"] == "not run"
+
+
+def test_a_group_runs_only_the_suites_its_mutants_can_turn_red(fake: Path, tmp_path: Path) -> None:
+    catalogue = FAKE_CATALOGUE.replace('suites = ["service"]', 'suites = ["service", "tls"]', 1)
+    (fake / "two-suites.toml").write_text(catalogue)
+    assert main(["selftest", "--catalogue", str(fake / "two-suites.toml"), "--only", "c1", "--dry-run",
+                 "--report-dir", str(tmp_path / "d")]) == 0
+    suites = {u.name: json.loads((u / "unit.json").read_text())["suites"] for u in (tmp_path / "d" / "units").iterdir()}
+    assert suites == {"c1.baseline": ["tls", "service"], "c1.g01": ["service"], "c1.g02": ["service"]}
+    argv = json.loads((tmp_path / "d" / "units" / "c1.g01" / "unit.json").read_text())["argv"]
+    assert argv[argv.index("--suites") + 1] == "service"
 
 
 def test_a_forced_fail_mutant_that_is_not_detected_stops_the_selftest(fake: Path, tmp_path: Path,

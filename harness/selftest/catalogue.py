@@ -75,6 +75,7 @@ class Mutant:
     exclusive: bool = False
     touches: tuple[str, ...] = ()  # what on the host it changes beyond its edits' text (e.g. "nginx-catch-all")
     sentinel: bool = False  # the backend's forced-fail mutant: every selftest (every shard) runs it first
+    suites: tuple[str, ...] = ()  # the suites holding its expect_red checks: what a run must hold to detect it
 
     @property
     def red_set(self) -> frozenset[str]:
@@ -85,7 +86,7 @@ class Mutant:
                 "backends": list(self.backends), "expect_red": list(self.expect_red),
                 "may_also_fail": list(self.may_also_fail), "edits": [e.to_dict() for e in self.edits],
                 "commands": list(self.commands), "env": dict(self.env), "exclusive": self.exclusive,
-                "touches": list(self.touches), "sentinel": self.sentinel}
+                "touches": list(self.touches), "sentinel": self.sentinel, "suites": list(self.suites)}
 
 
 @dataclass
@@ -300,7 +301,8 @@ def _mutant(path: Path, raw: dict[str, Any], configs: dict[str, Config], checks:
     return Mutant(id=mutant_id, description=_str(where, raw, "description"), config=config_id,
                   backends=backends, kind=kind, expect_red=expect, may_also_fail=may, edits=edits,
                   commands=commands, env=env, exclusive=exclusive,
-                  touches=_strs(where, raw, "touches", required=False), sentinel=sentinel)
+                  touches=_strs(where, raw, "touches", required=False), sentinel=sentinel,
+                  suites=tuple(s for s in config.suites if any(checks[c] == s for c in expect)))
 
 
 def _edits(where: str, raw: dict[str, Any]) -> tuple[Edit, ...]:

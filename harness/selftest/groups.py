@@ -43,6 +43,16 @@ class Unit:
         return not self.members or any(m.sentinel for m in self.members)
 
     @property
+    def suites(self) -> tuple[str, ...]:
+        """A baseline runs every suite of its config (each check a mutant expects red must be green there); a
+        group only those holding its members' expected checks: a suite none of them can turn red would show
+        nothing about them. Checks of the suites it runs that go red unexpected still make the unit invalid."""
+        if not self.members:
+            return self.config.suites
+        wanted = {s for m in self.members for s in m.suites}
+        return tuple(s for s in self.config.suites if s in wanted)
+
+    @property
     def commands(self) -> list[str]:
         return [c for m in self.members for c in m.commands]
 
@@ -56,7 +66,8 @@ class Unit:
     def describe(self) -> str:
         if not self.members:
             return f"{self.id}: baseline of {self.config.id} ({', '.join(self.config.suites)})"
-        return f"{self.id}: {len(self.members)} mutant(s): {', '.join(m.id for m in self.members)}"
+        return (f"{self.id}: {len(self.members)} mutant(s): {', '.join(m.id for m in self.members)} "
+                f"({', '.join(self.suites)})")
 
 
 def select(catalogue: Catalogue, backend: str, only: list[str] | None = None) -> list[Mutant]:
@@ -164,7 +175,7 @@ def prepare(unit: Unit, catalogue: Catalogue, runbook: Path, reference: str, bac
     else:
         data = runbook.read_bytes()
         run_runbook = runbook
-    suites = sorted(unit.config.suites, key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else 99, s))
+    suites = sorted(unit.suites, key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else 99, s))
     argv = [python, "-m", "harness", "run", "--backend", backend, "--runbook", str(run_runbook),
             "--profile", catalogue.profile_arg(unit.config), "--suites", ",".join(suites),
             "--report-dir", str(unit_dir / "run")]

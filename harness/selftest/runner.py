@@ -103,19 +103,22 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
     gates = [item for item in prepared if item[0].gate]
     progress(f"selftest: backend {args.backend}, {sum(len(u.members) for u in chosen)} mutant(s) in "
              f"{len(chosen)} lab run(s){f' (shard {args.shard} of {len(units)} units)' if args.shard else ''}, "
-             f"jobs {args.jobs}; first the {len(gates)} gate run(s) (baselines, forced-fail mutant "
-             f"{plan['sentinel']}); records in {report_dir}")
+             f"jobs {args.jobs}; the {len(gates)} gate run(s) (baselines, forced-fail mutant {plan['sentinel']}) "
+             f"start first, a config's mutants once its baseline and the forced-fail run have ended; records in "
+             f"{report_dir}")
     started = time.monotonic()
     interrupted = False
     stopped = ""
     chosen_ids = {u.id for u in chosen}
     planned = [p for p in plan["units"] if p["id"] in chosen_ids]
+    dirs = {u.id: d for u, d, _ in prepared}
+
+    def gate_problem(finished: set[str]) -> str:
+        return _gates_failed_so_far(planned, dirs, finished, plan["sentinel"])
+
     with _sigterm_as_interrupt():
         try:
-            _run_all(gates, args.jobs, progress)
-            stopped = _gates_failed(judge([p for p in planned if p["gate"]], _records(gates), plan["sentinel"]))
-            if not stopped:
-                _run_all([item for item in prepared if not item[0].gate], args.jobs, progress)
+            stopped = _run_all(prepared, args.jobs, progress, after=prerequisites(chosen), stop_when=gate_problem)
         except KeyboardInterrupt:
             interrupted = True
     # units that never started (an interrupt, a failed gate) are judged "not run"
@@ -129,7 +132,9 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     if stopped:
-        print(f"stdb-conformance: selftest stopped before the mutants: {stopped}", file=sys.stderr)
+        some = any(not u.gate for u, d, _ in prepared if (d / "run.log").exists())
+        print(f"stdb-conformance: selftest stopped before {'the rest of ' if some else ''}the mutants: {stopped}",
+              file=sys.stderr)
         return EXIT_FAIL
     return EXIT_PASS if judgement.ok else EXIT_FAIL
 
@@ -180,6 +185,29 @@ def _plan_steps(runbook: str, profile: str) -> list[str]:
 
 def _records(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> dict[str, list[UnitRecord]]:
     return {u.id: [load_unit(d)] for u, d, _ in prepared if (d / "run.log").exists()}
+
+
+def prerequisites(units: list[Unit]) -> dict[str, set[str]]:
+    """What each unit waits for: a group for its config's baseline (its mutants are judged against it, and
+    start from its checkpoints) and the forced-fail unit (a lab whose checks cannot fail makes every run
+    pointless); a gate for nothing."""
+    ids = {u.id for u in units}
+    sentinel_units = {u.id for u in units if u.gate and u.members}
+    return {u.id: ({f"{u.config.id}.baseline"} & ids) | sentinel_units if not u.gate else set() for u in units}
+
+
+def _gates_failed_so_far(planned: list[dict[str, Any]], dirs: dict[str, Path], finished: set[str],
+                         sentinel: str) -> str:
+    """Why the finished gate runs forbid starting any more unit (one line), or "". The forced-fail unit is
+    judged once its config's baseline has finished too."""
+    baseline_of = {p["config"]: p["id"] for p in planned if not p["members"]}
+    judged = [p for p in planned if p["gate"] and p["id"] in finished
+              and (not p["members"] or baseline_of.get(p["config"]) in finished)]
+    if not judged:
+        return ""
+    with_sentinel = any(sentinel in p["members"] for p in judged)
+    records = {p["id"]: [load_unit(dirs[p["id"]])] for p in judged if (dirs[p["id"]] / "run.log").exists()}
+    return _gates_failed(judge(judged, records, sentinel if with_sentinel else ""))
 
 
 def _gates_failed(gates: Judgement) -> str:
@@ -238,7 +266,7 @@ APPLY_SECONDS = 35.0  # lab up, the runbook's apply phase, facts, teardown
 
 
 def expected_seconds(unit: Unit) -> float:
-    return APPLY_SECONDS + sum(SUITE_SECONDS.get(suite, 10.0) for suite in unit.config.suites)
+    return APPLY_SECONDS + sum(SUITE_SECONDS.get(suite, 10.0) for suite in unit.suites)
 
 
 def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> list[tuple[Unit, Path, dict[str, Any]]]:
@@ -246,17 +274,27 @@ def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> list[tup
     return sorted(prepared, key=lambda item: -expected_seconds(item[0]))
 
 
-def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress) -> None:
-    """Run the units, at most `jobs` at a time, longest expected first. On an interrupt every running child gets
-    one SIGINT (its own run writes its report and removes its lab), is waited for, and the interrupt is raised
-    again."""
-    pending = longest_first(prepared) if jobs > 1 else list(prepared)
+def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress,
+             after: dict[str, set[str]] | None = None, stop_when: Callable[[set[str]], str] | None = None) -> str:
+    """Run the units, at most `jobs` at a time: the gates first, then, longest expected first (with several
+    jobs), each unit once the units it waits for (`after`) have finished. After each run `stop_when(finished
+    ids)` may give a reason to start nothing more (the runs under way end normally); it is returned ("" when
+    every unit ran). On an interrupt every running child gets one SIGINT (its own run writes its report and
+    removes its lab), is waited for, and the interrupt is raised again."""
+    after = after or {}
+    ordered = longest_first(prepared) if jobs > 1 else list(prepared)
+    pending = [item for item in ordered if item[0].gate] + [item for item in ordered if not item[0].gate]
     running: list[tuple[Unit, Path, subprocess.Popen[bytes], float, Any]] = []
-    total, done = len(prepared), 0
+    finished: set[str] = set()
+    total, done, stopped = len(prepared), 0, ""
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                unit, unit_dir, meta = pending.pop(0)
+        while running or (pending and not stopped):
+            while not stopped and len(running) < jobs:
+                item = next((p for p in pending if after.get(p[0].id, set()) <= finished), None)
+                if item is None:
+                    break
+                pending.remove(item)
+                unit, unit_dir, meta = item
                 log = (unit_dir / "run.log").open("wb")
                 # a session of its own: a terminal's Ctrl-C reaches the selftest only, which forwards one
                 # SIGINT, so a child's cleanup is never interrupted twice
@@ -264,18 +302,26 @@ def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progr
                                         env=_child_env(meta["env"]), cwd=unit_dir, start_new_session=True)
                 progress(f"[{done + len(running) + 1}/{total}] {unit.describe()} ...")
                 running.append((unit, unit_dir, proc, time.monotonic(), log))
+            if not running:  # nothing can start: what is left waits for units that were not chosen
+                break
             time.sleep(0.5)
-            for item in list(running):
-                unit, unit_dir, proc, began, log = item
+            for entry in list(running):
+                unit, unit_dir, proc, began, log = entry
                 code = proc.poll()
                 if code is None:
                     continue
                 log.close()
-                running.remove(item)
+                running.remove(entry)
                 done += 1
                 seconds = time.monotonic() - began
                 _write_result(unit_dir, code, seconds, interrupted=False)
+                finished.add(unit.id)
                 progress(f"[{done}/{total}] {unit.id}: run exit {code} in {seconds:.0f} s")
+                if stop_when is not None and not stopped:
+                    stopped = stop_when(finished)
+                    if stopped and pending:
+                        progress(f"selftest: starting none of the {len(pending)} unit(s) left: {stopped}")
+        return stopped
     except KeyboardInterrupt:
         progress(f"selftest interrupted: stopping {len(running)} lab run(s) (they remove their labs)")
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
