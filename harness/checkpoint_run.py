@@ -19,6 +19,7 @@ from harness.model import Plan, Step
 from harness.targets.base import Target
 
 Progress = Callable[[str], None]
+KEPT_FILE = "checkpoints.json"  # in the report dir, once a run asked to keep checkpoints has ended its apply phase
 MIN_SECONDS_BETWEEN = 5.0  # a checkpoint is not worth its commit when it saves less than this over an earlier one
 
 

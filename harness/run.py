@@ -203,6 +203,8 @@ def run(options: RunOptions, progress: Progress) -> int:
                         trace.close()
                 if checkpoints is not None:
                     report.environment["checkpoint"] = checkpoints.to_dict()
+                    if options.save_checkpoint is not None:  # what the kept checkpoints are, now, for later runs
+                        _write_kept(options.report_dir, report.environment["checkpoint"])
                 _record_apply(report, applied, workdir)
                 report.state_trace = trace.to_dict()
                 transcript: list[dict[str, Any]] = applied.transcript()
@@ -607,6 +609,17 @@ def _bring_up(options: RunOptions, url: Any, run_id: str, workdir: Path, timer: 
     report.adaptations.extend(testbed.adaptations())
     report.environment["lab_readiness"] = testbed.readiness()  # each bounded wait and its bound
     return testbed
+
+
+def _write_kept(report_dir: Path, kept: dict[str, Any]) -> None:
+    """The checkpoints this run kept, written as soon as its apply phase ends: the selftest starts a baseline's
+    mutants from them while the baseline's checks still run."""
+    from harness.checkpoint_run import KEPT_FILE
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    partial = report_dir / f".{KEPT_FILE}.partial"
+    partial.write_text(json.dumps(kept, indent=1))
+    partial.replace(report_dir / KEPT_FILE)
 
 
 def _record_apply(report: RunReport, applied: ApplyResult, workdir: Path) -> None:

@@ -449,6 +449,8 @@ if os.environ.get("FAKE_MODE") == "sleep":
     time.sleep(60)
     sys.exit(3)
 started = time.time()
+if "--save-checkpoint" in args:  # the apply phase ended: the kept checkpoints are said
+    (out / "checkpoints.json").write_text("{{}}")
 slow_unit, _, slow_seconds = os.environ.get("FAKE_SLOW", "").partition(":")
 if slow_unit == unit["id"]:
     time.sleep(float(slow_seconds))
@@ -616,13 +618,22 @@ def test_a_red_baseline_stops_the_selftest_before_the_mutants(fake: Path, tmp_pa
 def test_a_configs_mutants_start_once_its_own_baseline_ended_not_every_gate(fake: Path, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_SLOW", "c2.baseline:3")
-    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 0
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2", "--fresh") == 0
     times = {u.name: json.loads((u / "run" / "conformance.json").read_text())
              for u in (tmp_path / "a" / "units").iterdir()}
     # c1's mutants ran while c2's slow baseline still ran, and after their own baseline and the forced-fail unit
     assert times["c1.g02"]["ended"] < times["c2.baseline"]["ended"]
     assert times["c1.g02"]["started"] >= max(times["c1.baseline"]["ended"], times["c1.g01"]["ended"])
-    assert times["c2.g01"]["started"] >= times["c2.baseline"]["ended"]
+    assert times["c2.g01"]["started"] >= times["c2.baseline"]["ended"]  # no checkpoints kept: to its end
+
+
+def test_a_baselines_mutants_start_once_it_has_kept_its_checkpoints(fake: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SLOW", "c2.baseline:3")
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 0
+    times = {u.name: json.loads((u / "run" / "conformance.json").read_text())
+             for u in (tmp_path / "a" / "units").iterdir()}
+    assert times["c2.baseline"]["started"] < times["c2.g01"]["started"] < times["c2.baseline"]["ended"]
 
 
 def test_a_red_baseline_stops_new_runs_while_others_end_normally(fake: Path, tmp_path: Path,
@@ -630,7 +641,7 @@ def test_a_red_baseline_stops_new_runs_while_others_end_normally(fake: Path, tmp
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FAKE_EXTRA_RED", "c2.baseline:tls.certbot-timer")
     monkeypatch.setenv("FAKE_SLOW", "c2.baseline:2")
-    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 1
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2", "--fresh") == 1
     assert "selftest stopped before the rest of the mutants: the baseline c2.baseline is not clean" in (
         capsys.readouterr().err)
     data = json.loads((tmp_path / "a" / "selftest.json").read_text())

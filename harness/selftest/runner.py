@@ -116,9 +116,14 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
     def gate_problem(finished: set[str]) -> str:
         return _gates_failed_so_far(planned, dirs, finished, plan["sentinel"])
 
+    waits_for = prerequisites(chosen)
+
+    def ready(unit: Unit, finished: set[str]) -> bool:
+        return all(_passed(dep, finished, dirs) for dep in waits_for.get(unit.id, set()))
+
     with _sigterm_as_interrupt():
         try:
-            stopped = _run_all(prepared, args.jobs, progress, after=prerequisites(chosen), stop_when=gate_problem)
+            stopped = _run_all(prepared, args.jobs, progress, ready=ready, stop_when=gate_problem)
         except KeyboardInterrupt:
             interrupted = True
     # units that never started (an interrupt, a failed gate) are judged "not run"
@@ -189,11 +194,19 @@ def _records(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> dict[str, lis
 
 def prerequisites(units: list[Unit]) -> dict[str, set[str]]:
     """What each unit waits for: a group for its config's baseline (its mutants are judged against it, and
-    start from its checkpoints) and the forced-fail unit (a lab whose checks cannot fail makes every run
-    pointless); a gate for nothing."""
+    start from its checkpoints: once the baseline has kept them it need not have ended) and the forced-fail unit
+    (a lab whose checks cannot fail makes every run pointless); a gate for nothing."""
     ids = {u.id for u in units}
     sentinel_units = {u.id for u in units if u.gate and u.members}
     return {u.id: ({f"{u.config.id}.baseline"} & ids) | sentinel_units if not u.gate else set() for u in units}
+
+
+def _passed(dep: str, finished: set[str], dirs: dict[str, Path]) -> bool:
+    """A unit waited for has ended, or it is a baseline whose apply phase has ended with its checkpoints kept
+    (the file says which; a baseline not asked to keep any is waited for to the end)."""
+    from harness.checkpoint_run import KEPT_FILE
+
+    return dep in finished or (dep.endswith(".baseline") and (dirs[dep] / "run" / KEPT_FILE).exists())
 
 
 def _gates_failed_so_far(planned: list[dict[str, Any]], dirs: dict[str, Path], finished: set[str],
@@ -275,13 +288,13 @@ def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> list[tup
 
 
 def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress,
-             after: dict[str, set[str]] | None = None, stop_when: Callable[[set[str]], str] | None = None) -> str:
+             ready: Callable[[Unit, set[str]], bool] | None = None,
+             stop_when: Callable[[set[str]], str] | None = None) -> str:
     """Run the units, at most `jobs` at a time: the gates first, then, longest expected first (with several
-    jobs), each unit once the units it waits for (`after`) have finished. After each run `stop_when(finished
-    ids)` may give a reason to start nothing more (the runs under way end normally); it is returned ("" when
-    every unit ran). On an interrupt every running child gets one SIGINT (its own run writes its report and
-    removes its lab), is waited for, and the interrupt is raised again."""
-    after = after or {}
+    jobs), each unit once `ready(unit, finished ids)`. After each run `stop_when(finished ids)` may give a
+    reason to start nothing more (the runs under way end normally); it is returned ("" when every unit ran). On
+    an interrupt every running child gets one SIGINT (its own run writes its report and removes its lab), is
+    waited for, and the interrupt is raised again."""
     ordered = longest_first(prepared) if jobs > 1 else list(prepared)
     pending = [item for item in ordered if item[0].gate] + [item for item in ordered if not item[0].gate]
     running: list[tuple[Unit, Path, subprocess.Popen[bytes], float, Any]] = []
@@ -290,7 +303,7 @@ def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progr
     try:
         while running or (pending and not stopped):
             while not stopped and len(running) < jobs:
-                item = next((p for p in pending if after.get(p[0].id, set()) <= finished), None)
+                item = next((p for p in pending if ready is None or ready(p[0], finished)), None)
                 if item is None:
                     break
                 pending.remove(item)
@@ -302,8 +315,8 @@ def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progr
                                         env=_child_env(meta["env"]), cwd=unit_dir, start_new_session=True)
                 progress(f"[{done + len(running) + 1}/{total}] {unit.describe()} ...")
                 running.append((unit, unit_dir, proc, time.monotonic(), log))
-            if not running:  # nothing can start: what is left waits for units that were not chosen
-                break
+            if not running and not any(ready is None or ready(p[0], finished) for p in pending):
+                break  # nothing runs and nothing can start: what is left waits for units that were not chosen
             time.sleep(0.5)
             for entry in list(running):
                 unit, unit_dir, proc, began, log = entry
