@@ -6,8 +6,9 @@ common `touches` tag (what a host command changes, e.g. the site's catch-all loc
 `exclusive`. Packing is greedy (first fit, mutants with the most checks first) and deterministic, so every
 shard of a CI matrix computes the same list of units.
 
-Gate units are the baselines and the unit holding the backend's sentinel (forced-fail) mutant: a selftest runs
-them before any other unit and stops when one fails; every shard runs the gates its own units need (the
+Gate units are the baselines and the unit holding the backend's sentinel (forced-fail) mutant: a selftest starts
+them first, starts a config's groups once its baseline has kept its checkpoints (or ended) and the forced-fail
+unit has ended, and starts nothing more when a gate fails; every shard runs the gates its own units need (the
 baselines of their configs, and always the forced-fail unit), so no shard judges a mutant against a baseline
 that ran elsewhere.
 """
