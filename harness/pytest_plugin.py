@@ -56,6 +56,9 @@ class CheckRecorder:
         self.required = required
         self.evidence: list[Evidence] = []
         self.runbook_ref: dict[str, Any] = {}
+        # the runbook's troubleshooting commands earlier failed checks of this suite ran, with no host-changing
+        # check since: command -> (the check it ran for, its evidence) (harness.diagnostics.gather)
+        self.troubleshooting: dict[str, tuple[str, Evidence]] = {}
 
     def ref(self, where: Step | SourceRef | None) -> None:
         """Tie this check to the runbook step (or source range) whose promise it proves."""
@@ -82,6 +85,11 @@ class CheckRecorder:
     def run(self, target: Target, command: str, *, user: str = "root", label: str = "",
             timeout: float = 60.0) -> CommandResult:
         return self.record(target.run(command, user=user, timeout=timeout), label)
+
+    def already_ran(self, command: str) -> tuple[str, Evidence] | None:
+        """The runbook's command `command`, if an earlier failed check of this suite ran it as troubleshooting
+        while the host has not changed since: (that check, its evidence)."""
+        return self.troubleshooting.get(command)
 
     def not_applicable(self, reason: str) -> NoReturn:
         raise NotApplicable(NOT_APPLICABLE_PREFIX + reason)
@@ -164,7 +172,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     found = _check_marker(item)
     if found:
         check_id, claim, required, mutates = found
-        item.stash[_RECORDER] = CheckRecorder(check_id, _suite_of(item), claim, required)
+        recorder = item.stash[_RECORDER] = CheckRecorder(check_id, _suite_of(item), claim, required)
+        recorder.troubleshooting = item.config.stash.setdefault(_DIAG_SEEN, {})
         if mutates and not mutation_allowed(item.config):
             # enforced before any fixture of the check runs: nothing of it reaches the host
             raise NotApplicable(f"{NOT_APPLICABLE_PREFIX}changes the host ({mutates}): needs --allow-mutation")

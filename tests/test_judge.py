@@ -78,3 +78,41 @@ def test_a_dir_without_a_recording_is_one_line(tmp_path: Path, capsys: pytest.Ca
                                                            "runbook": {"path": "r.md", "sha256": "0"}, "checks": []}))
     assert main(["judge", str(tmp_path)]) == 2
     assert "keeps no recording" in capsys.readouterr().err
+
+
+def _renew_evidence(report_dir: Path) -> tuple[str, list[str]]:
+    check = next(c for c in json.loads((report_dir / "conformance.json").read_text())["checks"]
+                 if c["id"] == "tls.renew-dry-run")
+    return check["outcome"], [e["label"] for e in check["evidence"]]
+
+
+def test_the_renew_check_takes_the_troubleshooting_dry_run_only_when_it_succeeded(tmp_path: Path) -> None:
+    """In the docker recording tls.mozilla-intermediate failed first and its troubleshooting ran the runbook's
+    `certbot renew --dry-run` (successfully), with no host-changing check before tls.renew-dry-run: judged again,
+    that check shows that run instead of asking the host again. When that run did not succeed (a timer's run
+    holding certbot's lock, say), the check runs its own dry run, as it did live."""
+    import gzip
+
+    report_dir = _unpack("docker", tmp_path)
+    judge(report_dir, tmp_path / "again")
+    outcome, labels = _renew_evidence(tmp_path / "again")
+    assert outcome == "passed" and len(labels) == 1 and "not run again" in labels[0], labels
+    assert "when tls.mozilla-intermediate failed" in labels[0]
+
+    tape = report_dir / "histories" / "tape-tls.jsonl.gz"
+    lines = gzip.decompress(tape.read_bytes()).decode().splitlines()
+    changed = 0
+    for n, line in enumerate(lines):
+        entry = json.loads(line)
+        value = entry.get("value")
+        answer = value.get("$cmd") or {} if isinstance(value, dict) else {}
+        if entry.get("p") == "diagnostics.target.run" and "renew --dry-run" in answer.get("command", ""):
+            answer.update(exit_status=1, stdout="Another instance of Certbot is already running.\r\n")
+            lines[n] = json.dumps(entry)
+            changed += 1
+    assert changed == 1
+    tape.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    judge(report_dir, tmp_path / "busy")
+    outcome, labels = _renew_evidence(tmp_path / "busy")
+    assert outcome == "passed" and labels == ["a timer-started certbot run holding the lock?",
+                                              "certbot renew --dry-run"], labels
