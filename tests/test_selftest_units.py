@@ -558,6 +558,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script.write_text(FAKE_RUN.format(python=sys.executable))
     script.chmod(0o755)
     monkeypatch.setenv("STDBC_SELFTEST_PYTHON", str(script))
+    monkeypatch.setenv("STDB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_CHECKS", FAKE_CHECKS)
     monkeypatch.setenv("STDB_RUNBOOK", str(root / "user.md"))
     return root
@@ -844,6 +845,33 @@ def test_with_several_jobs_the_longest_runs_start_first() -> None:
     order = [u.id for u, _, _ in longest_first(items)]
     assert order == ["hosting.g01", "drill.g01", "service.g01", "service.g02", "volume.g01"]
     assert expected_seconds(items[3][0]) > expected_seconds(items[2][0]) > expected_seconds(items[0][0])
+    # how long each took last time, where known, comes before the estimate
+    order = [u.id for u, _, _ in longest_first(items, {"volume.g01": 500.0, "hosting.g01": 5.0})]
+    assert order == ["volume.g01", "drill.g01", "service.g01", "service.g02", "hosting.g01"]
+
+
+def test_a_selftest_remembers_how_long_each_run_took_for_the_next_ones_order(
+        fake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SLOW", "c1.g02:1.5")
+    assert _selftest(fake, tmp_path / "a", "--jobs", "2") == 0
+    known = json.loads((tmp_path / "cache" / "selftest" / "seconds.json").read_text())
+    assert known["docker:c1:exec-gone"] >= 1.5 and set(known) == {
+        "docker:c1:baseline", "docker:c1:enable-gone,restart-no,root-owned", "docker:c1:exec-gone",
+        "docker:c2:baseline", "docker:c2:timer-off"}
+    from types import SimpleNamespace
+
+    from harness.selftest.groups import Unit
+    from harness.selftest.runner import last_seconds
+
+    exec_gone = Unit(id="c1.g02", config=SimpleNamespace(id="c1"),  # type: ignore[arg-type]
+                     members=[SimpleNamespace(id="exec-gone")])  # type: ignore[list-item]
+    baseline = Unit(id="c2.baseline", config=SimpleNamespace(id="c2"))  # type: ignore[arg-type]
+    other = Unit(id="c3.baseline", config=SimpleNamespace(id="c3"))  # type: ignore[arg-type]
+    found = last_seconds([exec_gone, baseline, other], "docker")
+    assert set(found) == {"c1.g02", "c2.baseline"} and found["c1.g02"] == known["docker:c1:exec-gone"]
+    assert last_seconds([exec_gone], "vm") == {}  # another backend's runs say nothing
+    (tmp_path / "cache" / "selftest" / "seconds.json").write_text("not json")
+    assert last_seconds([exec_gone], "docker") == {}  # a broken file only loses the order
 
 
 CHECKPOINT_CATALOGUE = """

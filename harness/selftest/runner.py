@@ -123,9 +123,12 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
 
     with _sigterm_as_interrupt():
         try:
-            stopped = _run_all(prepared, args.jobs, progress, ready=ready, stop_when=gate_problem)
+            stopped = _run_all(prepared, args.jobs, progress, ready=ready, stop_when=gate_problem,
+                               last=last_seconds(chosen, args.backend))
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            remember_seconds(prepared, args.backend)
     # units that never started (an interrupt, a failed gate) are judged "not run"
     judgement = judge(planned, _records(prepared), plan["sentinel"])
     ran = [u.id for u, d, _ in prepared if (d / "run.log").exists()]
@@ -278,24 +281,72 @@ SUITE_SECONDS = {"backup_restore": 55.0, "upgrade": 18.0, "service": 13.0, "rout
 APPLY_SECONDS = 35.0  # lab up, the runbook's apply phase, facts, teardown
 
 
+SECONDS_FILE = "seconds.json"  # in the cache's `selftest` part: how long each unit's run took last time
+
+
 def expected_seconds(unit: Unit) -> float:
     return APPLY_SECONDS + sum(SUITE_SECONDS.get(suite, 10.0) for suite in unit.suites)
 
 
-def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]]) -> list[tuple[Unit, Path, dict[str, Any]]]:
-    """The runs in the order that ends soonest with several at a time: longest expected first (stable)."""
-    return sorted(prepared, key=lambda item: -expected_seconds(item[0]))
+def unit_key(unit: Unit, backend: str) -> str:
+    """A unit by what it runs (not its position in the plan, which a catalogue change shifts)."""
+    return f"{backend}:{unit.config.id}:{','.join(m.id for m in unit.members) or 'baseline'}"
+
+
+def _seconds_path() -> Path:
+    from harness.cache import cache_part
+
+    return cache_part("selftest") / SECONDS_FILE
+
+
+def last_seconds(units: list[Unit], backend: str) -> dict[str, float]:
+    """unit id -> how long its run took the last time this machine ran it (absent: never, or unreadable)."""
+    try:
+        known = json.loads(_seconds_path().read_text())
+    except (OSError, ValueError, KitError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    found = {u.id: known.get(unit_key(u, backend)) for u in units}
+    return {uid: float(s) for uid, s in found.items() if isinstance(s, int | float) and s > 0}
+
+
+def remember_seconds(prepared: list[tuple[Unit, Path, dict[str, Any]]], backend: str) -> None:
+    """Keep how long each finished run took, for the next selftest's order (never for a verdict)."""
+    try:
+        path = _seconds_path()
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        for unit, unit_dir, _meta in prepared:
+            result = load_unit(unit_dir).result if (unit_dir / "result.json").exists() else None
+            if result and not result.get("interrupted") and isinstance(result.get("seconds"), int | float):
+                known[unit_key(unit, backend)] = result["seconds"]
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
+        partial.replace(path)
+    except (OSError, KitError):
+        pass  # only the order of a later selftest would have used it
+
+
+def longest_first(prepared: list[tuple[Unit, Path, dict[str, Any]]],
+                  seconds: dict[str, float] | None = None) -> list[tuple[Unit, Path, dict[str, Any]]]:
+    """The runs in the order that ends soonest with several at a time: longest first (stable), by how long each
+    took last time (`seconds`, unit id -> s) where known, else by an estimate from its suites."""
+    known = seconds or {}
+    return sorted(prepared, key=lambda item: -known.get(item[0].id, expected_seconds(item[0])))
 
 
 def _run_all(prepared: list[tuple[Unit, Path, dict[str, Any]]], jobs: int, progress: Progress,
              ready: Callable[[Unit, set[str]], bool] | None = None,
-             stop_when: Callable[[set[str]], str] | None = None) -> str:
-    """Run the units, at most `jobs` at a time: the gates first, then, longest expected first (with several
-    jobs), each unit once `ready(unit, finished ids)`. After each run `stop_when(finished ids)` may give a
-    reason to start nothing more (the runs under way end normally); it is returned ("" when every unit ran). On
-    an interrupt every running child gets one SIGINT (its own run writes its report and removes its lab), is
-    waited for, and the interrupt is raised again."""
-    ordered = longest_first(prepared) if jobs > 1 else list(prepared)
+             stop_when: Callable[[set[str]], str] | None = None, last: dict[str, float] | None = None) -> str:
+    """Run the units, at most `jobs` at a time: the gates first, then the rest, each once `ready(unit, finished
+    ids)`; with several jobs the longest first (`last`: unit id -> the seconds its run took last time). After
+    each run `stop_when(finished ids)` may give a reason to start nothing more (the runs under way end
+    normally); it is returned ("" when every unit ran). On an interrupt every running child gets one SIGINT (its
+    own run writes its report and removes its lab), is waited for, and the interrupt is raised again."""
+    ordered = longest_first(prepared, last) if jobs > 1 else list(prepared)
     pending = [item for item in ordered if item[0].gate] + [item for item in ordered if not item[0].gate]
     running: list[tuple[Unit, Path, subprocess.Popen[bytes], float, Any]] = []
     finished: set[str] = set()
