@@ -47,7 +47,7 @@ def test_a_run_from_a_checkpoint_gives_the_fresh_runs_outcomes(docker_selftest: 
     kept = fresh["conformance"]["environment"]["checkpoint"]
     assert kept["used"] is None and kept["saved"], kept  # the baseline ran every step and kept its host
     # said as soon as its apply phase ended (its mutants' runs start then)
-    assert json.loads((Path(fresh["report"]).parent / KEPT_FILE).read_text()) == kept
+    assert json.loads((Path(fresh["report"]) / KEPT_FILE).read_text()) == kept
     report = _again(Path(fresh["report"]).parent, tmp_path / "from-checkpoint")
     used = report["environment"]["checkpoint"]
     assert used["used"] and used["replayed_steps"] > 0 and not used["rejected"], used

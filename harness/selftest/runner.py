@@ -104,8 +104,8 @@ def selftest(args: argparse.Namespace, progress: Progress) -> int:
     progress(f"selftest: backend {args.backend}, {sum(len(u.members) for u in chosen)} mutant(s) in "
              f"{len(chosen)} lab run(s){f' (shard {args.shard} of {len(units)} units)' if args.shard else ''}, "
              f"jobs {args.jobs}; the {len(gates)} gate run(s) (baselines, forced-fail mutant {plan['sentinel']}) "
-             f"start first, a config's mutants once its baseline and the forced-fail run have ended; records in "
-             f"{report_dir}")
+             f"start first, a config's mutants once the forced-fail run has ended and their baseline has kept its "
+             f"checkpoints (or ended); records in {report_dir}")
     started = time.monotonic()
     interrupted = False
     stopped = ""

@@ -206,7 +206,7 @@ def test_renew(target, plan: Plan, check: CheckRecorder) -> None:
     check.ref(found[0] if found else _certbot_step(plan))
     earlier = check.already_ran(found[0].command) if found and found[0].command else None
     if earlier is not None and earlier[1].status == 0 and "all simulated renewals succeeded" in earlier[1].output:
-        # the runbook's own dry run, in a terminal, minutes ago for an earlier failed check, and no check has
+        # the runbook's own dry run, in a terminal, for an earlier failed check of this suite, and no check has
         # changed the host since: the same proof; a run that did not succeed (e.g. a timer's run held the lock)
         # is not taken, the dry run below handles that
         first, evidence = earlier
