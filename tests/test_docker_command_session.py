@@ -59,12 +59,24 @@ def test_a_command_that_overruns_is_ended_in_the_session(container: str) -> None
     assert target.run("echo next", timeout=30).stdout == "next\n"
 
 
-def test_files_read_through_the_session(container: str) -> None:
+def test_files_read_and_written_through_the_session(container: str, monkeypatch: pytest.MonkeyPatch) -> None:
     target = DockerTarget(container, "stdb", "")
-    target.write_file("/root/bytes.bin", bytes(range(256)), mode=0o600)
-    assert target.read_file("/root/bytes.bin") == bytes(range(256))
+    found = session_for(container)
+    assert found is not None
+    before = found[0].commands
+    small, large = bytes(range(256)) * 4, bytes(range(256)) * 400  # 1 KiB through the session, 100 KiB not
+    target.write_file("/root/new/dir/small.bin", small, mode=0o640, owner="ubuntu")
+    target.write_file("/root/large.bin", large)
+    assert target.read_file("/root/new/dir/small.bin") == small and target.read_file("/root/large.bin") == large
+    assert found[0].commands == before + 3, "a small write and both reads go through the session"
     with pytest.raises(FileNotFoundError):
         target.read_file("/root/absent")
+    listing = target.run("stat -c '%a %U' /root/new/dir/small.bin /root/large.bin").stdout
+    monkeypatch.setenv("STDBC_COMMAND_SESSION", "0")
+    target.write_file("/root/new/dir/small.bin", small, mode=0o640, owner="ubuntu")
+    target.write_file("/root/large.bin", large)
+    assert target.run("stat -c '%a %U' /root/new/dir/small.bin /root/large.bin").stdout == listing == \
+        "640 ubuntu\n644 root\n"
 
 
 def test_a_container_restarted_under_the_session_costs_no_command(container: str) -> None:

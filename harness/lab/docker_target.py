@@ -9,6 +9,7 @@ every command with stdin or while the session is busy, broken or being replaced,
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from harness.targets.command_session import SERVER, STOPPED, CommandSession
 _ENGINE_SAID = re.compile(r"^(Cannot connect to the Docker daemon|Error response from daemon: )", re.MULTILINE)
 _IN_HOME = 'cd "$HOME" 2>/dev/null || cd /; exec bash -c "$0"'
 SESSION_START_TIMEOUT = 30.0
+SESSION_WRITE_LIMIT = 64 * 1024  # bytes of a file written through the session
 SESSION_RETRY_AFTER = 10.0  # a session that could not start (container stopped, no python3) is tried again after
 
 _SESSIONS: dict[str, tuple[CommandSession, str]] = {}  # container -> (session, the container's StartedAt then)
@@ -169,8 +171,19 @@ class DockerTarget:
         return out
 
     def write_file(self, path: str, content: bytes, *, mode: int = 0o644, owner: str = "root") -> None:
-        script = (f"mkdir -p -- \"$(dirname -- {shlex.quote(path)})\" && cat > {shlex.quote(path)} && "
-                  f"chmod {mode:o} {shlex.quote(path)} && chown {shlex.quote(owner)} {shlex.quote(path)}")
+        """Up to SESSION_WRITE_LIMIT bytes go through the root session, as base64 in the command (one argument
+        may hold 128 KiB); larger files, or with no session, through their own `docker exec -i`."""
+        quoted = shlex.quote(path)
+        finish = f"chmod {mode:o} {quoted} && chown {shlex.quote(owner)} {quoted}"
+        if len(content) <= SESSION_WRITE_LIMIT:
+            data = base64.b64encode(content).decode()
+            done = self._as_root(f"mkdir -p -- \"$(dirname -- {quoted})\" && printf %s {data} | base64 -d > "
+                                 f"{quoted} && {finish}", timeout=60, env=None)
+            if done is not None:
+                if done[0] != 0 or done[3]:
+                    raise LabError(f"{self.name}: cannot write {path}: {done[2].decode(errors='replace').strip()}")
+                return
+        script = f"mkdir -p -- \"$(dirname -- {quoted})\" && cat > {quoted} && {finish}"
         proc = subprocess.run(["docker", "exec", "-i", self.name, "sh", "-c", script], input=content,
                               capture_output=True, timeout=60)
         if proc.returncode != 0:
