@@ -6,8 +6,10 @@ own base image (a container with systemd as PID 1, as every lab target)."""
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +99,18 @@ def test_sessions_off_or_unstartable_mean_docker_exec(container: str, monkeypatc
     res = DockerTarget(container, "stdb", "").run("echo via-exec", timeout=30)
     assert res.ok and res.stdout == "via-exec\n"
     end_session(container)
+
+
+def test_sessions_of_containers_gone_are_reaped(container: str) -> None:
+    """A process that outlives many lab containers (a test session, `lab up`) keeps no ended `docker exec`."""
+    found = session_for(container)
+    assert found is not None
+    found[0].proc.kill()
+    stat = Path(f"/proc/{found[0].proc.pid}/stat")
+    for _ in range(50):  # ended, not yet reaped: a zombie (bounded: 5 s)
+        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    assert session_for("stdbc-session-test-absent") is None  # no such container: no session, but the sweep ran
+    assert container not in docker_target._SESSIONS
+    assert found[0].proc.returncode is not None, "the ended docker exec was not reaped"

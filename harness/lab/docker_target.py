@@ -50,9 +50,10 @@ def session_for(container: str) -> tuple[CommandSession, str] | None:
         found = _SESSIONS.get(container)
         if found is not None and found[0].usable:
             return found
-        if found is not None:
-            _SESSIONS.pop(container)
-            found[0].close()
+        for name, (other, _began) in list(_SESSIONS.items()):  # this one's, and any whose container went away
+            if not other.usable:
+                _SESSIONS.pop(name)
+                other.close()  # reaps its `docker exec`
         if time.monotonic() < _RETRY_AT.get(container, 0.0):
             return None
         started = _started_at(container)
